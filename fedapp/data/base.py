@@ -1,0 +1,88 @@
+"""The dataset interface every loader returns.
+
+A dataset is a ``torch.utils.data.Dataset`` that also exposes its targets as one numpy array
+(``labels``), so partitioners and metrics never have to iterate over images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+Task = Literal["multilabel", "singlelabel"]
+
+
+class LabeledDataset(Protocol):
+    """What partitioners and loops need: ``len``, ``ds[i] -> (image, target)`` and ``labels``.
+
+    ``labels`` is int64 ``(N,)`` for single-label data and float32 multi-hot ``(N, C)`` for
+    multi-label data.
+    """
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class ArrayDataset(Dataset):
+    """An in-memory dataset over float32 images ``(N, C, H, W)`` and their labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
+        self.images = torch.as_tensor(np.ascontiguousarray(images), dtype=torch.float32)
+        self.labels = np.asarray(labels)
+        label_dtype = torch.float32 if self.labels.ndim == 2 else torch.int64
+        self._targets = torch.as_tensor(self.labels, dtype=label_dtype)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self._targets[index]
+
+
+class IndexedSubset(Dataset):
+    """A view of ``dataset`` restricted to ``indices`` (no copy of the images), with ``labels``."""
+
+    def __init__(self, dataset: LabeledDataset, indices: Sequence[int] | np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.labels = dataset.labels[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset[int(self.indices[index])]
+
+
+@dataclass(frozen=True)
+class DatasetBundle:
+    """A dataset as the app sees it: train and test splits plus what models need to know."""
+
+    name: str
+    task: Task
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]  # (channels, height, width)
+    train: LabeledDataset
+    test: LabeledDataset
+
+    def class_counts(self) -> np.ndarray:
+        """Number of training samples per class (positives per class for multi-label data)."""
+        return class_counts(self.train.labels, self.num_classes)
+
+
+def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Samples per class: a bincount for int labels, a column sum for multi-hot labels."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return labels.sum(axis=0).astype(np.int64)
+    return np.bincount(labels.astype(np.int64), minlength=num_classes).astype(np.int64)
