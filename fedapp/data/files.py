@@ -1,0 +1,308 @@
+"""Pieces shared by the loaders of the real datasets (read from ``data-root``, never downloaded).
+
+- Normalisation constants (:data:`IMAGENET_MEAN`, :data:`CIFAR10_MEAN`, ...).
+- Errors: :class:`MissingDataFileError` (a ``FileNotFoundError``) names the exact file expected, where
+  it comes from and the folder layout; :class:`CorruptDataFileError` (a ``ValueError``) names the file
+  and what is wrong with it. :func:`require_file`, :func:`require_dir`, :func:`require_files` and
+  :func:`corrupt` (and :func:`missing_message`) build them, so every loader words them the same way.
+- Datasets that keep images compact and convert per item (each exposes ``labels`` as a numpy array,
+  int64 ``(N,)`` or float32 multi-hot ``(N, C)``, like :class:`fedapp.data.base.ArrayDataset`):
+
+  * :class:`UInt8ImageDataset`: uint8 ``(N, C, H, W)`` in memory, normalised to float32 per item
+    (CIFAR-10/100: 50,000 images are 150 MB as uint8 instead of 600 MB as float32);
+  * :class:`CompositeDataset`: the multi-label composites of :mod:`fedapp.data.composites`, built
+    lazily from uint8 source images and a plan of source pairs (:func:`composite_plan`), so a
+    composite set never exists as one float32 array;
+  * :class:`ImageFileDataset`: one image file per sample (JPEG/PNG), decoded with PIL, resized and
+    normalised per item.
+
+Loaders do no data augmentation: they return the deterministic, normalised tensors that both
+training and evaluation start from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from fedapp.data.composites import sample_composite_sources
+
+PathLike = str | os.PathLike[str]
+Resize = Literal["squash", "center-crop"]
+
+# Per-channel (R, G, B) mean and std of images scaled to [0, 1].
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2762)
+
+
+class MissingDataFileError(FileNotFoundError):
+    """A file or folder of a real dataset is not under ``data-root``; the message says how to get it."""
+
+
+class CorruptDataFileError(ValueError):
+    """A dataset file is there but unreadable or not in its published format; the message says why."""
+
+
+def missing_message(path: Path, kind: str, what: str, source: str, layout: str = "") -> str:
+    """The text of a :class:`MissingDataFileError`: the path expected, what it is, source, layout."""
+    lines = [f"missing {kind} {path} ({what})", f"  it comes from: {source}"]
+    if layout:
+        lines.append("  expected layout:")
+        lines.extend("    " + line for line in layout.strip("\n").splitlines())
+    lines.append("  nothing is downloaded at run time: put the files there yourself")
+    return "\n".join(lines)
+
+
+def require_file(path: PathLike, what: str, source: str, layout: str = "") -> Path:
+    """Return ``path`` as a ``Path`` if it is a file; otherwise raise :class:`MissingDataFileError`.
+
+    The error names the exact path expected, ``what`` it is, ``source`` (the official distribution
+    it comes from, by name) and the expected folder ``layout``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataFileError(missing_message(path, "file", what, source, layout))
+    return path
+
+
+def require_dir(path: PathLike, what: str, source: str, layout: str = "") -> Path:
+    """Return ``path`` as a ``Path`` if it is a folder; otherwise raise :class:`MissingDataFileError`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MissingDataFileError(missing_message(path, "folder", what, source, layout))
+    return path
+
+
+def require_files(paths: Sequence[Path], what: str, source: str, layout: str = "") -> None:
+    """Raise :class:`MissingDataFileError` naming the first missing files (and how many) of ``paths``."""
+    missing = [path for path in paths if not path.is_file()]
+    if not missing:
+        return
+    shown = ", ".join(str(path) for path in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    raise MissingDataFileError(
+        missing_message(missing[0], "file", f"{len(missing)} of {len(paths)} {what} are missing: "
+                         f"{shown}{more}", source, layout)
+    )
+
+
+def corrupt(path: PathLike, problem: str, source: str) -> CorruptDataFileError:
+    """The :class:`CorruptDataFileError` for ``path`` (raise it, chained to the cause if there is one)."""
+    return CorruptDataFileError(
+        f"corrupt or unexpected data file {Path(path)}: {problem}; replace it with an intact copy of "
+        f"{source}"
+    )
+
+
+def read_list_file(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a text list file (split lists, image lists)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CorruptDataFileError(f"corrupt or unexpected data file {path}: not UTF-8 text ({err})") from err
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _stats(values: Sequence[float], channels: int) -> torch.Tensor:
+    if len(values) != channels:
+        raise ValueError(f"need {channels} per-channel values, got {len(values)}")
+    return torch.tensor(values, dtype=torch.float32).view(channels, 1, 1)
+
+
+def normalize_uint8(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """float32 ``(images / 255 - mean) / std`` for uint8 images ``(N, C, H, W)``."""
+    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std_arr = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((images.astype(np.float32) / 255.0) - mean_arr) / std_arr
+
+
+def _targets(labels: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.int64)
+
+
+class UInt8ImageDataset(Dataset):
+    """uint8 images ``(N, C, H, W)`` kept as they are; item ``i`` is ``((x/255 - mean)/std, target)``.
+
+    ``labels``: int64 ``(N,)`` or float32 multi-hot ``(N, num_classes)``.
+    """
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float]
+    ) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+        if len(images) != len(labels):
+            raise ValueError(f"images ({len(images)}) and labels ({len(labels)}) differ in length")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.labels = np.asarray(labels)
+        self._targets = _targets(self.labels)
+        self._mean = _stats(mean, images.shape[1])
+        self._std = _stats(std, images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = (self.images[index].float() / 255.0 - self._mean) / self._std
+        return image, self._targets[index]
+
+
+def composite_plan(
+    labels: np.ndarray, num_classes: int, single_fraction: float, per_pair: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sample plan of :func:`fedapp.data.composites.build_composites`, without building images.
+
+    Returns ``sources`` int64 ``(M, 2)``: the (left, right) source image of each sample, ``-1`` for
+    the blank half of a kept single image; and float32 multi-hot ``labels`` ``(M, num_classes)``.
+    The first ``round(single_fraction * N)`` rows are the kept singles (on a random half), then
+    ``per_pair`` composites for each of the C*(C-1)/2 class pairs. It draws from the random
+    generator in the same order as ``build_composites``, so for one seed both give the same samples.
+    """
+    if not 0.0 <= single_fraction <= 1.0:
+        raise ValueError(f"single_fraction must be in [0, 1], got {single_fraction}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels, dtype=np.int64)
+    num_singles = int(round(single_fraction * len(labels)))
+    kept = np.sort(rng.choice(len(labels), size=num_singles, replace=False)).astype(np.int64)
+    pairs = sample_composite_sources(labels, num_classes, per_pair, rng)
+    on_left = rng.random(num_singles) < 0.5
+    blank = np.full(num_singles, -1, dtype=np.int64)
+    singles = np.stack([np.where(on_left, kept, blank), np.where(on_left, blank, kept)], axis=1)
+    sources = np.concatenate([singles, pairs]).astype(np.int64)
+    multi_hot = np.zeros((len(sources), num_classes), dtype=np.float32)
+    multi_hot[np.arange(num_singles), labels[kept]] = 1.0
+    rows = num_singles + np.arange(len(pairs))
+    multi_hot[rows, labels[pairs[:, 0]]] = 1.0
+    multi_hot[rows, labels[pairs[:, 1]]] = 1.0
+    return sources, multi_hot
+
+
+def scaled_per_pair(per_pair: int, num_test_sources: int, num_train_sources: int) -> int:
+    """Composites per pair for a test split: ``per_pair`` scaled by the test/train source ratio (>= 1)."""
+    if per_pair <= 0:
+        return 0
+    return max(1, int(round(per_pair * num_test_sources / max(1, num_train_sources))))
+
+
+class CompositeDataset(Dataset):
+    """Multi-label composites, built per item from uint8 source images ``(N, C, H, W)``.
+
+    Sample ``i`` is the normalised source ``sources[i, 0]`` and the normalised source
+    ``sources[i, 1]`` side by side, a float32 ``(C, H, 2W)`` tensor; a ``-1`` source is a zero half
+    (zero *after* normalisation, i.e. the dataset's mean colour), as ``build_composites`` gives on
+    normalised images. ``labels`` is the float32 multi-hot ``(M, num_classes)`` array.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        sources: np.ndarray,
+        labels: np.ndarray,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        images = np.asarray(images)
+        sources = np.asarray(sources, dtype=np.int64)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+        if sources.ndim != 2 or sources.shape[1] != 2 or len(sources) != len(labels):
+            raise ValueError(f"sources must be (M, 2) with M = len(labels), got {sources.shape}")
+        if len(sources) and (sources.min() < -1 or sources.max() >= len(images)):
+            raise ValueError(f"sources must index the {len(images)} images or be -1")
+        self.images = torch.from_numpy(np.ascontiguousarray(images))
+        self.sources = sources
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self._targets = _targets(self.labels)
+        self._mean = _stats(mean, images.shape[1])
+        self._std = _stats(std, images.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def _half(self, source: int) -> torch.Tensor:
+        if source < 0:
+            return torch.zeros(self.images.shape[1:], dtype=torch.float32)
+        return (self.images[source].float() / 255.0 - self._mean) / self._std
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        left, right = self.sources[index]
+        return torch.cat([self._half(int(left)), self._half(int(right))], dim=-1), self._targets[index]
+
+
+def load_image(path: Path, image_size: int, resize: Resize = "squash", grayscale: bool = False) -> Image.Image:
+    """Decode ``path`` with PIL as RGB (gray replicated to 3 channels if ``grayscale``) and resize it.
+
+    ``resize="squash"`` scales to ``image_size x image_size`` (aspect ratio not kept, nothing cut);
+    ``"center-crop"`` scales the shorter side to ``image_size`` and cuts the central square.
+    Raises :class:`MissingDataFileError` / :class:`CorruptDataFileError` naming the file.
+    """
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("L").convert("RGB") if grayscale else opened.convert("RGB")
+    except FileNotFoundError as err:
+        raise MissingDataFileError(f"missing image file {path} (it was listed when the dataset was built)") from err
+    except (OSError, SyntaxError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
+        raise CorruptDataFileError(f"corrupt or unexpected data file {path}: cannot decode image ({err})") from err
+    if resize == "squash":
+        return image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    if resize != "center-crop":
+        raise ValueError(f"resize must be 'squash' or 'center-crop', got {resize!r}")
+    width, height = image.size
+    scale = image_size / min(width, height)
+    new_w, new_h = max(image_size, round(width * scale)), max(image_size, round(height * scale))
+    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    return image.crop((left, top, left + image_size, top + image_size))
+
+
+class ImageFileDataset(Dataset):
+    """One image file per sample; item ``i`` is the decoded, resized, normalised float32
+    ``(3, image_size, image_size)`` tensor of ``paths[i]`` and its target.
+
+    ``labels`` (int64 ``(N,)`` or float32 multi-hot ``(N, C)``) is given at construction, so
+    partitioners never open an image. See :func:`load_image` for ``resize`` and ``grayscale``.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        labels: np.ndarray,
+        image_size: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        resize: Resize = "squash",
+        grayscale: bool = False,
+    ) -> None:
+        if len(paths) != len(labels):
+            raise ValueError(f"paths ({len(paths)}) and labels ({len(labels)}) differ in length")
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        if resize not in ("squash", "center-crop"):
+            raise ValueError(f"resize must be 'squash' or 'center-crop', got {resize!r}")
+        self.paths = [Path(path) for path in paths]
+        self.labels = np.asarray(labels)
+        self.image_size = image_size
+        self.resize: Resize = resize
+        self.grayscale = grayscale
+        self._targets = _targets(self.labels)
+        self._mean = _stats(mean, 3)
+        self._std = _stats(std, 3)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = load_image(self.paths[index], self.image_size, self.resize, self.grayscale)
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+        return (pixels.float() / 255.0 - self._mean) / self._std, self._targets[index]
