@@ -1,0 +1,152 @@
+"""The NumPyClient every algorithm's client subclasses, with the shared local train/evaluate loops.
+
+A client is rebuilt for every message (that is how Flower's ClientApp works), so anything that must
+outlive a round lives in ``context.state``. This base class does that for model tensors: every
+``state_dict`` entry that does not travel (see :meth:`BaseClient.shared_keys_of`) is saved after
+``fit`` and restored when the client is built, which is all FedPer, FedBN or FedLoGe's local head
+need. Algorithms with other private objects (control variates, a personal model) override
+:meth:`private_arrays` / :meth:`load_private_arrays`.
+
+Hooks for subclasses, in the order a round uses them: ``build_model`` (classmethod, also used by
+the server), ``shared_keys_of`` (classmethod), ``receive`` (apply the server's arrays),
+``local_train`` (by default ``local-epochs`` of ``loss``), ``personalized_model`` (for federated
+evaluation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, RecordDict
+from flwr.client import NumPyClient
+from torch import nn
+
+from fedapp.config import RunConfig
+from fedapp.data import FederatedSplit
+from fedapp.data.base import DatasetBundle
+from fedapp.loops import evaluate_model, make_loader, make_optimizer, task_loss, train_epochs
+from fedapp.models.backbones import build_backbone
+from fedapp.models.nets import PooledLinearNet
+from fedapp.params import get_arrays, set_arrays, shared_keys
+
+PRIVATE_MODEL_KEY = "private-model"
+
+
+@dataclass(frozen=True)
+class ClientSetup:
+    """What a client is built from: the run config, its partition, its device and its state."""
+
+    config: RunConfig
+    partition_id: int
+    split: FederatedSplit
+    device: torch.device
+    state: RecordDict
+
+
+class BaseClient(NumPyClient):
+    """Plain local training (FedAvg's client) plus the plumbing every algorithm shares."""
+
+    def __init__(self, setup: ClientSetup) -> None:
+        self.config = setup.config
+        self.partition_id = setup.partition_id
+        self.device = setup.device
+        self.state = setup.state
+        self.bundle = setup.split.bundle
+        self.train_set = setup.split.train_set(setup.partition_id)
+        self.local_test_set = setup.split.local_test_set(setup.partition_id)
+        self.model = self.build_model(self.config, self.bundle).to(self.device)
+        self.keys = self.shared_keys_of(self.model)
+        if PRIVATE_MODEL_KEY in self.state:
+            private = self.state[PRIVATE_MODEL_KEY]
+            self.model.load_state_dict(private.to_torch_state_dict(), strict=False)
+        self.load_private_arrays()
+
+    # ------------------------------------------------------------------ hooks
+    @classmethod
+    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
+        """The algorithm's network; the server builds the same one for initialisation and evaluation."""
+        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
+        return PooledLinearNet(backbone, backbone.out_dim, bundle.num_classes)
+
+    @classmethod
+    def shared_keys_of(cls, model: nn.Module) -> list[str]:
+        """Names of the tensors that travel to and from the server, in order."""
+        return shared_keys(model)
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
+        """The local objective: ``(loss, {term: value})``; the task loss by default."""
+        return task_loss(self.bundle.task)(model, images, targets)
+
+    def receive(self, parameters: list[np.ndarray], config: dict[str, Any]) -> None:
+        """Load the server's arrays into the model."""
+        set_arrays(self.model, self.keys, parameters)
+
+    def local_train(self, config: dict[str, Any]) -> dict[str, float]:
+        """``local-epochs`` passes over the local data with the configured optimizer."""
+        optimizer = self.make_optimizer(self.model.parameters())
+        return train_epochs(
+            self.model, self.train_loader(config), optimizer, self.loss,
+            self.config.local_epochs, self.device,
+        )
+
+    def personalized_model(self) -> nn.Module:
+        """The model this client would deploy locally; the global model unless overridden."""
+        return self.model
+
+    def private_arrays(self) -> dict[str, np.ndarray]:
+        """Extra private arrays to keep in ``context.state`` (none by default)."""
+        return {}
+
+    def load_private_arrays(self) -> None:
+        """Restore what :meth:`private_arrays` saved (nothing by default)."""
+
+    # ---------------------------------------------------------------- helpers
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        cfg = self.config
+        return make_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+
+    def train_loader(self, config: dict[str, Any]) -> torch.utils.data.DataLoader:
+        """Shuffled local data; the order depends on (seed, round, partition) only."""
+        server_round = int(config.get("server-round", 0))
+        seed = self.config.seed * 1_000_003 + server_round * 1009 + self.partition_id
+        torch.manual_seed(seed)
+        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed)
+
+    def save_state(self) -> None:
+        """Keep every non-travelling model tensor and the extra private arrays in ``context.state``."""
+        shared = set(self.keys)
+        private = {k: v for k, v in self.model.state_dict().items() if k not in shared}
+        if private:
+            self.state[PRIVATE_MODEL_KEY] = ArrayRecord(private)
+        for name, array in self.private_arrays().items():
+            self.state[name] = ArrayRecord({name: torch.as_tensor(array)})
+
+    def load_state_array(self, name: str) -> np.ndarray | None:
+        """One array saved by :meth:`private_arrays` under ``name``, or None before the first save."""
+        if name not in self.state:
+            return None
+        return self.state[name].to_torch_state_dict()[name].numpy()
+
+    # ----------------------------------------------------------- NumPyClient
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        return get_arrays(self.model, self.keys)
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        self.receive(parameters, config)
+        metrics = self.local_train(config)
+        self.save_state()
+        return self.get_parameters(config), len(self.train_set), {f"train_{k}": v for k, v in metrics.items()}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        """Personalized evaluation on the local test set; ``loss`` is the error rate."""
+        if self.local_test_set is None:
+            raise RuntimeError(f"dataset {self.bundle.name!r} has no local test sets (multi-label)")
+        self.receive(parameters, config)
+        metrics = evaluate_model(
+            self.personalized_model(), self.local_test_set, self.bundle.task, self.device,
+            self.bundle.class_counts(), self.config.eval_batch_size,
+        )
+        return 1.0 - metrics["accuracy"], len(self.local_test_set), {"accuracy": metrics["accuracy"]}

@@ -1,0 +1,213 @@
+"""The run configuration: one frozen dataclass parsed from Flower's flat run config.
+
+Precedence, lowest first: the dataclass defaults (equal to ``[tool.flwr.app.config]`` in
+pyproject.toml), then the preset named by ``preset`` (``fedapp/presets/<name>.yaml``), then every key
+whose run-config value differs from its default (what ``flwr run . -c "key=value"`` changed).
+Consequence worth knowing: under a preset, a key overridden back to its *default* value keeps the
+preset's value.
+
+Every key is validated before anything trains; an error names the key, the value and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+ALGORITHMS = (
+    "fedavg", "fedncalign-ml", "fedloge", "centralized", "fedprox", "fedcurv", "scaffold",
+    "spherefed", "fedlgt", "fedbn", "fedper", "fedrep", "ditto", "fedrod", "fedbabu", "fedetf",
+    "ratio-loss",
+)
+DATASETS = (
+    "ml-digits", "lt-digits", "ml-cifar10", "cifar10-lt", "cifar100-lt", "ml-dermamnist",
+    "voc2012", "chestx-ray14", "imagenet-lt",
+)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "algorithm": ALGORITHMS,
+    "dataset": DATASETS,
+    "partition": ("iid", "dirichlet"),
+    "backbone": ("cnn", "resnet18", "resnet18-cifar"),
+    "optimizer": ("adamw", "sgd"),
+}
+
+
+class ConfigError(ValueError):
+    """A run-config key has a value that is not allowed."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """All run-config keys (kebab-case in Flower, snake_case here). Defaults = the embedded default run."""
+
+    # What to run
+    algorithm: str = "fedavg"
+    dataset: str = "ml-digits"
+    preset: str = ""
+    seed: int = 0
+    # Federation and local training
+    num_server_rounds: int = 20
+    local_epochs: int = 3
+    batch_size: int = 32
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    fraction_fit: float = 1.0
+    # Data and partitions
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    class_presence_ratio: float = 1.0
+    imbalance_factor: float = 10.0
+    min_partition_size: int = 10
+    val_fraction: float = 0.1
+    local_test_size: int = 100
+    many_shot_min: int = 0
+    few_shot_max: int = 0
+    data_root: str = ""
+    # Model
+    backbone: str = "cnn"
+    pretrained_path: str = ""
+    # Outputs and devices
+    output_dir: str = ""
+    device: str = ""
+    eval_batch_size: int = 512
+
+    # ----------------------------------------------------------------- parsing
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> "RunConfig":
+        """Parse Flower's flat run config (kebab-case keys), applying the preset it names."""
+        defaults = cls.default_values()
+        unknown = sorted(set(run_config) - set(defaults))
+        if unknown:
+            raise ConfigError(
+                f"unknown run-config key(s) {unknown}; allowed keys: {sorted(defaults)}"
+            )
+        explicit = {k: v for k, v in run_config.items() if k not in defaults or v != defaults[k]}
+        preset_name = str(run_config.get("preset", "") or "")
+        values = dict(defaults)
+        if preset_name:
+            values.update(load_preset(preset_name))
+        values.update(explicit)
+        return cls.from_kebab(values)
+
+    @classmethod
+    def from_kebab(cls, values: Mapping[str, Any]) -> "RunConfig":
+        """Build and validate from a complete or partial kebab-case mapping."""
+        kwargs = {}
+        by_key = {f.name.replace("_", "-"): f for f in fields(cls)}
+        for key, value in values.items():
+            if key not in by_key:
+                raise ConfigError(f"unknown run-config key {key!r}; allowed keys: {sorted(by_key)}")
+            kwargs[by_key[key].name] = _coerce(key, value, by_key[key].type)
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    @classmethod
+    def default_values(cls) -> dict[str, Any]:
+        """The defaults as a kebab-case mapping (the content of pyproject's run config)."""
+        return {f.name.replace("_", "-"): f.default for f in fields(cls)}
+
+    def to_kebab(self) -> dict[str, Any]:
+        """The config as the kebab-case mapping Flower and the YAML files use."""
+        return {k.replace("_", "-"): v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A validated copy with some fields changed (snake_case names)."""
+        config = dataclasses.replace(self, **changes)
+        config.validate()
+        return config
+
+    # -------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise ConfigError naming the first key whose value is not allowed."""
+        for key, allowed in CHOICES.items():
+            value = getattr(self, key.replace("-", "_"))
+            if value not in allowed:
+                raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+        _check(self.num_server_rounds >= 1, "num-server-rounds", self.num_server_rounds, "an integer >= 1")
+        _check(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
+        _check(self.eval_batch_size >= 1, "eval-batch-size", self.eval_batch_size, "an integer >= 1")
+        _check(self.lr > 0, "lr", self.lr, "a number > 0")
+        _check(self.weight_decay >= 0, "weight-decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
+        _check(0 < self.fraction_fit <= 1, "fraction-fit", self.fraction_fit, "a number in (0, 1]")
+        _check(self.alpha > 0, "alpha", self.alpha, "a number > 0 (Dirichlet concentration)")
+        _check(
+            0 < self.class_presence_ratio <= 1, "class-presence-ratio", self.class_presence_ratio,
+            "a number in (0, 1] (fraction of all classes present on each client)",
+        )
+        _check(self.imbalance_factor >= 1, "imbalance-factor", self.imbalance_factor, "a number >= 1")
+        _check(self.min_partition_size >= 1, "min-partition-size", self.min_partition_size, "an integer >= 1")
+        _check(0 <= self.val_fraction < 1, "val-fraction", self.val_fraction, "a number in [0, 1)")
+        _check(self.local_test_size >= 1, "local-test-size", self.local_test_size, "an integer >= 1")
+        _check(self.many_shot_min >= 0, "many-shot-min", self.many_shot_min, "an integer >= 0 (0: thirds)")
+        _check(self.few_shot_max >= 0, "few-shot-max", self.few_shot_max, "an integer >= 0 (0: thirds)")
+        _check(
+            (self.many_shot_min == 0) == (self.few_shot_max == 0), "few-shot-max", self.few_shot_max,
+            "set together with many-shot-min (both 0 for the thirds split)",
+        )
+        _check(
+            self.device == "" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device", self.device, "'', 'cpu', 'cuda' or 'cuda:N'",
+        )
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert a run-config value to the field's type (Flower gives str/int/float/bool)."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: true or false")
+    if kind == "int":
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed: an integer")
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed: a finite number")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: a string")
+    return value
+
+
+def available_presets() -> list[str]:
+    """Names of the YAML presets shipped in ``fedapp/presets``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The kebab-case mapping of preset ``name``; unknown names list the available ones."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"preset={name!r} does not exist; available: {', '.join(available_presets())}")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"preset {path} must be a mapping of run-config keys to values")
+    if "preset" in values:
+        raise ConfigError(f"preset {path} must not name another preset")
+    unknown = sorted(set(values) - set(RunConfig.default_values()))
+    if unknown:
+        raise ConfigError(f"preset {path} has unknown key(s) {unknown}")
+    return values

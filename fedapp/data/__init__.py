@@ -1,0 +1,141 @@
+"""Datasets by name, and how one run splits a dataset over its clients.
+
+``load_dataset(config)`` returns the :class:`DatasetBundle` named by ``config.dataset``;
+``federate(config, num_partitions)`` returns the deterministic :class:`FederatedSplit` of it. Both
+are cached per process, so a worker that hosts many virtual clients loads and splits the data once
+and every client holds only index arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from fedapp.config import ConfigError, RunConfig
+from fedapp.data.base import DatasetBundle, IndexedSubset, class_counts
+from fedapp.data.digits import load_ml_digits, load_lt_digits
+
+Loader = Callable[[RunConfig], DatasetBundle]
+
+DATASET_LOADERS: dict[str, Loader] = {
+    "ml-digits": lambda cfg: load_ml_digits(),
+    "lt-digits": lambda cfg: load_lt_digits(cfg.imbalance_factor),
+}
+
+# Fields of RunConfig that change what ``load_dataset`` returns (the cache key).
+_DATA_FIELDS = ("dataset", "data_root", "imbalance_factor")
+# Fields that change how the data is split over clients.
+_SPLIT_FIELDS = _DATA_FIELDS + (
+    "partition", "alpha", "class_presence_ratio", "min_partition_size", "val_fraction",
+    "local_test_size", "seed",
+)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """What the server evaluates on: the global test set and a validation split held out of train.
+
+    The validation split (``val-fraction`` of the training set, drawn with ``seed``) is taken
+    before partitioning, so no client trains on it; it selects the "best" round.
+    """
+
+    bundle: DatasetBundle
+    validation_indices: np.ndarray
+    pool_indices: np.ndarray  # the training samples left for the clients
+
+    @property
+    def validation(self) -> IndexedSubset:
+        return IndexedSubset(self.bundle.train, self.validation_indices)
+
+
+@dataclass(frozen=True)
+class FederatedSplit:
+    """A dataset split for one run: server validation/test sets and per-client index arrays.
+
+    ``client_train[k]`` indexes ``bundle.train``; ``client_test[k]`` indexes ``bundle.test`` and is
+    the client's local test set drawn with its training label distribution (single-label data
+    only, for personalized metrics; ``None`` for multi-label data).
+    """
+
+    bundle: DatasetBundle
+    validation_indices: np.ndarray  # the server's (see HeldOut); no client holds them
+    client_train: tuple[np.ndarray, ...]
+    client_test: tuple[np.ndarray, ...] | None
+
+    def train_set(self, partition_id: int) -> IndexedSubset:
+        return IndexedSubset(self.bundle.train, self.client_train[partition_id])
+
+    def local_test_set(self, partition_id: int) -> IndexedSubset | None:
+        if self.client_test is None:
+            return None
+        return IndexedSubset(self.bundle.test, self.client_test[partition_id])
+
+    def client_class_counts(self) -> np.ndarray:
+        """``(K, C)`` training samples (positives) per client per class."""
+        labels = self.bundle.train.labels
+        return np.stack([class_counts(labels[idx], self.bundle.num_classes) for idx in self.client_train])
+
+
+def register_dataset(name: str, loader: Loader) -> None:
+    """Add a dataset loader under ``name`` (used by the real-dataset modules)."""
+    DATASET_LOADERS[name] = loader
+
+
+def load_dataset(config: RunConfig) -> DatasetBundle:
+    """The dataset named by ``config.dataset`` (cached per process)."""
+    return _load_cached(*(getattr(config, f) for f in _DATA_FIELDS))
+
+
+@lru_cache(maxsize=4)
+def _load_cached(dataset: str, data_root: str, imbalance_factor: float) -> DatasetBundle:
+    config = RunConfig(dataset=dataset, data_root=data_root, imbalance_factor=imbalance_factor)
+    if dataset not in DATASET_LOADERS:
+        raise ConfigError(f"dataset={dataset!r} has no loader; available: {', '.join(DATASET_LOADERS)}")
+    return DATASET_LOADERS[dataset](config)
+
+
+def hold_out(config: RunConfig) -> HeldOut:
+    """The dataset with its validation split taken out (deterministic in ``seed``, cached)."""
+    return _hold_out_cached(*(getattr(config, f) for f in _DATA_FIELDS), config.val_fraction, config.seed)
+
+
+@lru_cache(maxsize=4)
+def _hold_out_cached(dataset: str, data_root: str, imbalance_factor: float, val_fraction: float, seed: int) -> HeldOut:
+    bundle = _load_cached(dataset, data_root, imbalance_factor)
+    order = np.random.default_rng(seed).permutation(len(bundle.train))
+    num_val = int(round(val_fraction * len(order)))
+    return HeldOut(bundle, np.sort(order[:num_val]), np.sort(order[num_val:]))
+
+
+def federate(config: RunConfig, num_partitions: int) -> FederatedSplit:
+    """Split ``config.dataset`` over ``num_partitions`` clients (deterministic, cached)."""
+    key = tuple(getattr(config, f) for f in _SPLIT_FIELDS)
+    return _federate_cached(key, config, num_partitions)
+
+
+@lru_cache(maxsize=4)
+def _federate_cached(key: tuple, config: RunConfig, num_partitions: int) -> FederatedSplit:
+    from partitions import local_test_indices, partition_dataset
+
+    if num_partitions < 1:
+        raise ConfigError(f"num-partitions={num_partitions} is not allowed; allowed: an integer >= 1")
+    held_out = hold_out(config)
+    bundle, pool = held_out.bundle, held_out.pool_indices
+    parts = partition_dataset(
+        bundle.train.labels[pool], num_partitions, config.partition, config.alpha,
+        config.class_presence_ratio, config.seed, config.min_partition_size,
+    )
+    client_train = tuple(pool[p] for p in parts)
+    client_test = None
+    if bundle.task == "singlelabel":
+        client_test = tuple(
+            local_test_indices(
+                bundle.test.labels, class_counts(bundle.train.labels[idx], bundle.num_classes),
+                config.local_test_size, config.seed + 1 + k,
+            )
+            for k, idx in enumerate(client_train)
+        )
+    return FederatedSplit(bundle, held_out.validation_indices, client_train, client_test)
