@@ -148,9 +148,11 @@ def run_flower(env: dict[str, str], nodes: int, resources: str, overrides: dict[
         assert process.stdout is not None
         for line in process.stdout:
             log_file.write(line)
-            if run_id is None and "run_id" in line.lower() or "Successfully started run" in line:
-                run_id = run_id or _parse_run_id(line)
-            if "[round " in line or "ERROR" in line or "Traceback" in line or "Exception" in line:
+            if run_id is None and "Successfully started run" in line:
+                run_id = _parse_run_id(line)
+            if "[round " in line:
+                print(line[line.index("[round "):].rstrip(), flush=True)
+            elif "ERROR" in line or "Traceback" in line or "Exception" in line:
                 print(line.rstrip(), flush=True)
             if time.monotonic() > deadline:
                 stop_process(process)
@@ -165,12 +167,12 @@ def _parse_run_id(line: str) -> int | None:
 
 def run_status(env: dict[str, str], run_id: int | None) -> str:
     """The status of ``run_id`` (or of the newest run) as ``flwr ls --format json`` reports it."""
-    output = subprocess.run(
-        ["flwr", "ls", str(PROJECT_ROOT), "--format", "json"], env=env, capture_output=True, text=True, timeout=60,
-    ).stdout
-    runs = json.loads(output[output.index("{"):]).get("runs", [])
+    command = ["flwr", "ls", "--format", "json"] + (["--run-id", str(run_id)] if run_id is not None else [])
+    output = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60).stdout
+    listing = json.loads(output[output.index("{"):])
+    runs = listing.get("runs", [])
     if not runs:
-        raise SimulationError("flwr ls lists no run")
+        raise SimulationError(f"flwr ls lists no run: {listing.get('error-message', output)[:500]}")
     chosen = [r for r in runs if run_id is not None and int(r.get("run-id", -1)) == run_id]
     run = chosen[0] if chosen else max(runs, key=lambda r: int(r.get("run-id", 0)))
     return str(run.get("status", "unknown"))
@@ -196,6 +198,15 @@ def simulate(args: argparse.Namespace) -> Path:
     config, overrides = resolve_config(args.run_config or [], args.nodes)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.engine == "inprocess":
+        from fedapp.inprocess import run_inprocess
+
+        print(f"[simulate] {config.algorithm} on {config.dataset}, {args.nodes} in-process nodes, "
+              f"{config.num_server_rounds} rounds", flush=True)
+        run_inprocess(overrides, args.nodes)
+        summary = check_results(run_dir, config.num_server_rounds)
+        _print_final(summary)
+        return run_dir
     flwr_home = Path(args.flwr_home or PROJECT_ROOT / ".flwr").resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
     http_port, control_port = free_port(), free_port()
@@ -205,7 +216,8 @@ def simulate(args: argparse.Namespace) -> Path:
           f"{config.num_server_rounds} rounds; log: {log_path}", flush=True)
     superlink = start_superlink(env, http_port, control_port, run_dir / "superlink.log")
     try:
-        resources = f"client-resources-num-cpus={args.cpus_per_client} client-resources-num-gpus={args.gpus_per_client}"
+        resources = (f"client-resources-num-cpus={_number(args.cpus_per_client)} "
+                     f"client-resources-num-gpus={_number(args.gpus_per_client)}")
         code, run_id = run_flower(env, args.nodes, resources, overrides, log_path, args.timeout)
         if code != 0:
             raise SimulationError(f"flwr run exited with code {code}; see {log_path}")
@@ -215,9 +227,18 @@ def simulate(args: argparse.Namespace) -> Path:
         summary = check_results(run_dir, config.num_server_rounds)
     finally:
         stop_process(superlink)
+    _print_final(summary)
+    return run_dir
+
+
+def _print_final(summary: dict[str, Any]) -> None:
     final = ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items() if isinstance(v, (int, float)))
     print(f"[simulate] final: {final}", flush=True)
-    return run_dir
+
+
+def _number(value: float) -> int | float:
+    """Flower wants integral resources as TOML integers."""
+    return int(value) if float(value).is_integer() else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per client (default 1)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="Ray GPUs per client (default 0)")
     parser.add_argument("--flwr-home", default="", help="FLWR_HOME to use (default <project>/.flwr)")
+    parser.add_argument("--engine", choices=("flower", "inprocess"), default="flower",
+                        help="flower: flwr run on Ray (default); inprocess: Flower's server loop with "
+                             "the same strategy and clients in this process (for sweeps)")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
     return parser
 

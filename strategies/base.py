@@ -161,7 +161,8 @@ class FederatedStrategy(FedAvg):
     ) -> tuple[list[tuple[ClientProxy, FitRes]], int]:
         """The results that pass :func:`check_update`, and how many were rejected (logged)."""
         accepted = []
-        for proxy, res in results:
+        # Replies arrive in completion order; a fixed order makes aggregation bit-reproducible.
+        for proxy, res in sorted(results, key=lambda pair: str(pair[0].cid)):
             reason = check_update(parameters_to_ndarrays(res.parameters), self.reference)
             if reason is None and res.num_examples <= 0:
                 reason = f"num_examples={res.num_examples}"

@@ -16,14 +16,28 @@ import numpy as np
 
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data.base import DatasetBundle, IndexedSubset, class_counts
-from fedapp.data.digits import load_ml_digits, load_lt_digits
+from fedapp.data.chestx import load_chestx_ray14
+from fedapp.data.cifar import load_cifar_lt, load_ml_cifar10
+from fedapp.data.digits import load_lt_digits, load_ml_digits
+from fedapp.data.imagenet_lt import load_imagenet_lt
+from fedapp.data.medmnist import load_ml_dermamnist
+from fedapp.data.voc import load_voc2012
 
 Loader = Callable[[RunConfig], DatasetBundle]
 
 DATASET_LOADERS: dict[str, Loader] = {
     "ml-digits": lambda cfg: load_ml_digits(),
     "lt-digits": lambda cfg: load_lt_digits(cfg.imbalance_factor),
+    "ml-cifar10": lambda cfg: load_ml_cifar10(cfg.data_root),
+    "cifar10-lt": lambda cfg: load_cifar_lt(cfg.data_root, 10, cfg.imbalance_factor),
+    "cifar100-lt": lambda cfg: load_cifar_lt(cfg.data_root, 100, cfg.imbalance_factor),
+    "ml-dermamnist": lambda cfg: load_ml_dermamnist(cfg.data_root),
+    "voc2012": lambda cfg: load_voc2012(cfg.data_root),
+    "chestx-ray14": lambda cfg: load_chestx_ray14(cfg.data_root),
+    "imagenet-lt": lambda cfg: load_imagenet_lt(cfg.data_root),
 }
+# All-zero label vectors ("No Finding") are spread evenly over clients, as the FedNCAlign-ML paper does.
+SPREAD_NEGATIVES = {"chestx-ray14"}
 
 # Fields of RunConfig that change what ``load_dataset`` returns (the cache key).
 _DATA_FIELDS = ("dataset", "data_root", "imbalance_factor")
@@ -79,11 +93,6 @@ class FederatedSplit:
         return np.stack([class_counts(labels[idx], self.bundle.num_classes) for idx in self.client_train])
 
 
-def register_dataset(name: str, loader: Loader) -> None:
-    """Add a dataset loader under ``name`` (used by the real-dataset modules)."""
-    DATASET_LOADERS[name] = loader
-
-
 def load_dataset(config: RunConfig) -> DatasetBundle:
     """The dataset named by ``config.dataset`` (cached per process)."""
     return _load_cached(*(getattr(config, f) for f in _DATA_FIELDS))
@@ -127,6 +136,7 @@ def _federate_cached(key: tuple, config: RunConfig, num_partitions: int) -> Fede
     parts = partition_dataset(
         bundle.train.labels[pool], num_partitions, config.partition, config.alpha,
         config.class_presence_ratio, config.seed, config.min_partition_size,
+        spread_negatives=config.dataset in SPREAD_NEGATIVES,
     )
     client_train = tuple(pool[p] for p in parts)
     client_test = None

@@ -1,0 +1,80 @@
+"""Run a federation inside one process with Flower's own server loop (for sweeps and benchmarks).
+
+The same ``server_fn`` and ``client_fn`` as a ``flwr run`` build the same strategy and the same
+NumPyClients; Flower's ``Server.fit`` drives the rounds (``configure_fit`` -> ``fit`` ->
+``aggregate_fit`` -> ``evaluate`` -> federated evaluation). Only the transport differs: each
+client proxy calls its ClientApp's ``client_fn`` directly instead of over gRPC/Ray, one client at
+a time, and keeps that node's ``context.state`` between rounds as a SuperNode does. There is no
+process isolation, so use ``python -m fedapp.simulate`` (the default ``--engine flower``) to run a
+real Flower simulation; use this engine where many runs must fit on a small machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, RecordDict
+from flwr.common import (
+    Code,
+    DisconnectRes,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    ReconnectIns,
+    Status,
+)
+from flwr.server import Server
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
+
+from fedapp.client_app import client_fn
+from fedapp.config import RunConfig
+from fedapp.server_app import server_fn
+
+
+class InProcessClientProxy(ClientProxy):
+    """A SuperNode in this process: builds the ClientApp's client per message, keeps its state."""
+
+    def __init__(self, node_id: int, node_config: dict[str, Any], run_config: dict[str, Any]) -> None:
+        super().__init__(cid=str(node_id))
+        self.context = Context(
+            run_id=0, node_id=node_id, node_config=node_config, state=RecordDict(), run_config=run_config
+        )
+
+    def _client(self):
+        return client_fn(self.context)
+
+    def get_properties(self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None) -> GetPropertiesRes:
+        return GetPropertiesRes(status=Status(Code.OK, ""), properties={})
+
+    def get_parameters(self, ins: GetParametersIns, timeout: float | None, group_id: int | None) -> GetParametersRes:
+        return self._client().get_parameters(ins)
+
+    def fit(self, ins: FitIns, timeout: float | None, group_id: int | None) -> FitRes:
+        return self._client().fit(ins)
+
+    def evaluate(self, ins: EvaluateIns, timeout: float | None, group_id: int | None) -> EvaluateRes:
+        return self._client().evaluate(ins)
+
+    def reconnect(self, ins: ReconnectIns, timeout: float | None, group_id: int | None) -> DisconnectRes:
+        return DisconnectRes(reason="in-process")
+
+
+def run_inprocess(overrides: dict[str, Any], num_nodes: int, node_config: dict[str, Any] | None = None) -> Path:
+    """Run the app with ``overrides`` on ``num_nodes`` in-process nodes; returns the run directory."""
+    run_config = {**RunConfig.default_values(), **overrides}
+    components = server_fn(Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    manager = SimpleClientManager()
+    for partition_id in range(num_nodes):
+        config = {"partition-id": partition_id, "num-partitions": num_nodes, **(node_config or {})}
+        manager.register(InProcessClientProxy(partition_id + 1, config, run_config))
+    server = Server(client_manager=manager, strategy=components.strategy)
+    server.max_workers = 1  # one client at a time: deterministic and memory-bounded
+    server.fit(num_rounds=components.config.num_rounds, timeout=None)
+    return Path(components.strategy.recorder.run_dir)
