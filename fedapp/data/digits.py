@@ -23,13 +23,20 @@ TEST_FRACTION = 0.2
 CLASS_NAMES = tuple(str(d) for d in range(10))
 
 
+def source_split() -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``load_digits()`` of the train and test source digits (disjoint, stratified)."""
+    target = load_digits().target
+    return train_test_split(
+        np.arange(len(target)), test_size=TEST_FRACTION, stratify=target, random_state=DATA_SEED
+    )
+
+
 def _digit_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     digits = load_digits()
     images = (digits.images.astype(np.float32) / 16.0)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
-    return train_test_split(
-        images, digits.target.astype(np.int64), test_size=TEST_FRACTION,
-        stratify=digits.target, random_state=DATA_SEED,
-    )
+    labels = digits.target.astype(np.int64)
+    train, test = source_split()
+    return images[train], images[test], labels[train], labels[test]
 
 
 def load_ml_digits(composites_per_pair: int = 16) -> DatasetBundle:
@@ -48,9 +55,13 @@ def load_ml_digits(composites_per_pair: int = 16) -> DatasetBundle:
 
 
 def load_lt_digits(imbalance_factor: float = 10.0) -> DatasetBundle:
-    """lt-digits: the train sources subsampled to an exponential long tail; balanced test set."""
+    """lt-digits: the train sources subsampled to an exponential long tail; balanced test set
+    (the held-out digits, every class cut to the same count)."""
     train_images, test_images, train_labels, test_labels = _digit_sources()
     keep = longtail_indices(train_labels, 10, imbalance_factor, DATA_SEED)
+    # Exactly balanced test set: every class cut to the smallest class's count.
+    balanced = longtail_indices(test_labels, 10, 1.0, DATA_SEED)
+    test_images, test_labels = test_images[balanced], test_labels[balanced]
     return DatasetBundle(
         name="lt-digits", task="singlelabel", num_classes=10, class_names=CLASS_NAMES,
         input_shape=(1, 8, 8),
