@@ -92,3 +92,9 @@ def test_more_clients_than_the_data_allows_fails_clearly():
     config = RunConfig(partition="iid", min_partition_size=10)
     with pytest.raises(ValueError, match="min-partition-size"):
         federate(config, 1000)
+
+
+def test_readme_documents_every_run_config_key():
+    readme = (ROOT / "README.md").read_text()
+    missing = [key for key in RunConfig.default_values() if f"| `{key}` |" not in readme]
+    assert not missing, f"README.md run-config table lacks {missing}"
