@@ -17,7 +17,7 @@ class SmallCNN(nn.Module):
     An 8x16 input gives a 4x8 map of ``out_dim`` channels (32 tokens), an 8x8 input a 4x4 map.
     """
 
-    def __init__(self, in_channels: int = 1, width: int = 32, out_dim: int = 64) -> None:
+    def __init__(self, in_channels: int = 1, width: int = 16, out_dim: int = 64) -> None:
         super().__init__()
         self.out_dim = out_dim
         self.features = nn.Sequential(
