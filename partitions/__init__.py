@@ -16,7 +16,7 @@ least ``min_size`` samples, and raises ``ValueError`` naming the run-config key 
 from .dirichlet import dirichlet_partition
 from .dispatch import SCHEMES, partition_dataset
 from .iid import iid_partition
-from .local_test import local_test_indices, proportional_allocation
+from .local_testsets import local_test_indices, proportional_allocation
 from .multilabel import MultilabelPartition, allowed_class_count, draw_allowed_classes, multilabel_partition
 from .stats import class_presence, unassigned_indices
 
