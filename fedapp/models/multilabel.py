@@ -18,8 +18,9 @@ One simplex ETF (from ``etf_seed``) serves both as LADM queries and as classifie
 It is a non-persistent buffer: never in ``state_dict()``, rebuilt from the seed by every party.
 
 The logit scale ``s`` is where the paper is silent: Eq. 4 reads logit_c = h_c^T w_c, i.e. s = 1.
-That is the default; with LADM's LayerNorm the rows of H have norm about sqrt(d), so the logits
-already span a trainable range. ``learnable_scale=True`` makes s a trained (shared) scalar.
+That is the default: LADM's output projection W^O (and, without LADM, the backbone) learns the
+feature norm, and on ml-digits neither a fixed s = 4 nor a learnable s trained better than s = 1.
+``learnable_scale=True`` makes s a trained (shared) scalar.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class MultiLabelNet(nn.Module):
         num_heads: int = 4,
         ladm_dropout: float = 0.0,
         ladm_ffn_dim: int = 0,
-        ladm_residual_norm: bool = True,
+        ladm_residual_norm: bool = False,
         logit_scale: float = 1.0,
         learnable_scale: bool = False,
     ) -> None:
@@ -187,7 +188,7 @@ def build_multilabel_net(
     num_heads: int = 4,
     ladm_dropout: float = 0.0,
     ladm_ffn_dim: int = 0,
-    ladm_residual_norm: bool = True,
+    ladm_residual_norm: bool = False,
     logit_scale: float = 1.0,
     learnable_scale: bool = False,
 ) -> MultiLabelNet | PooledLinearNet:
