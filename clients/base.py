@@ -11,6 +11,18 @@ Hooks for subclasses, in the order a round uses them: ``build_model`` (classmeth
 the server), ``shared_keys_of`` (classmethod), ``receive`` (apply the server's arrays),
 ``local_train`` (by default ``local-epochs`` of ``loss``), ``personalized_model`` (for federated
 evaluation).
+
+Around every fit/evaluate (in :meth:`BaseClient.to_client`, so it holds for subclasses that
+override ``fit`` too):
+
+- ``state-dir`` (run config, or node config per SuperNode): on the first message a node gets in a
+  run, its ``context.state`` is restored from disk and the client rebuilt from it *before* any of
+  its code runs; after each fit, ``context.state`` is written back (see :mod:`fedapp.node_state`).
+  So a restarted SuperNode, or a resumed run, keeps its personalization.
+- Fit replies carry the bookkeeping metric ``partition-id``, so the server's logs and
+  ``metrics.jsonl`` (``partitions_ok``) name clients by partition.
+- ``fault-injection`` (a TESTING AID, off by default; :mod:`fedapp.faults`) makes a chosen client
+  raise or send NaN.
 """
 
 from __future__ import annotations
@@ -24,8 +36,15 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from torch import nn
 
+from flwr.app import ConfigRecord
+from flwr.client import Client
+from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, ndarrays_to_parameters, parameters_to_ndarrays
+
+from fedapp.checkpoint import decode_generations
 from fedapp.config import RunConfig
 from fedapp.data import FederatedSplit
+from fedapp.faults import InjectedFault, fault_for
+from fedapp.node_state import RESTORED_MARKER, NodeStateStore, load_into, warn_unrestorable
 from fedapp.data.base import DatasetBundle
 from fedapp.loops import evaluate_model, make_loader, make_optimizer, task_loss, train_epochs
 from fedapp.models.backbones import build_backbone
@@ -33,6 +52,11 @@ from fedapp.models.nets import PooledLinearNet
 from fedapp.params import get_arrays, set_arrays, shared_keys
 
 PRIVATE_MODEL_KEY = "private-model"
+# Must equal strategies.base.SERVER_ROUND_KEY / GENERATIONS_KEY / PARTITION_METRIC (clients do not
+# import the server package).
+SERVER_ROUND_KEY = "server-round"
+GENERATIONS_KEY = "state-generations"
+PARTITION_METRIC = "partition-id"
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,7 @@ class BaseClient(NumPyClient):
     """Plain local training (FedAvg's client) plus the plumbing every algorithm shares."""
 
     def __init__(self, setup: ClientSetup) -> None:
+        self.setup = setup
         self.config = setup.config
         self.partition_id = setup.partition_id
         self.device = setup.device
@@ -150,3 +175,63 @@ class BaseClient(NumPyClient):
             self.bundle.class_counts(), self.config.eval_batch_size,
         )
         return 1.0 - metrics["accuracy"], len(self.local_test_set), {"accuracy": metrics["accuracy"]}
+
+    # ------------------------------------------------- around every message
+    def to_client(self) -> Client:
+        """Flower's Client for this NumPyClient, with node-state restore/persist and fault injection."""
+        client = super().to_client()
+        numpy_fit, numpy_evaluate = client.fit, client.evaluate
+
+        def fit(ins: FitIns) -> FitRes:
+            actual = self.restored(ins.config)
+            client.numpy_client = actual  # type: ignore[attr-defined]
+            server_round = int(ins.config.get(SERVER_ROUND_KEY, 0))
+            fault = fault_for(self.config.fault_injection, self.partition_id, server_round)
+            if fault == "raise":
+                raise InjectedFault(f"fault-injection: partition {self.partition_id} raises in round {server_round}")
+            res = numpy_fit(ins)
+            actual.persist_node_state(ins.config)
+            if fault == "nan":
+                poisoned = [np.full_like(a, np.nan) if np.issubdtype(a.dtype, np.floating) else a
+                            for a in parameters_to_ndarrays(res.parameters)]
+                res.parameters = ndarrays_to_parameters(poisoned)
+            res.metrics[PARTITION_METRIC] = self.partition_id
+            return res
+
+        def evaluate(ins: EvaluateIns) -> EvaluateRes:
+            client.numpy_client = self.restored(ins.config)  # type: ignore[attr-defined]
+            return numpy_evaluate(ins)
+
+        client.fit = fit  # type: ignore[method-assign]
+        client.evaluate = evaluate  # type: ignore[method-assign]
+        return client
+
+    def restored(self, config: dict[str, Any]) -> "BaseClient":
+        """This client, or, on a node's first message in a run, one rebuilt from its ``state-dir`` state."""
+        if not self.config.state_dir or RESTORED_MARKER in self.state:
+            return self
+        self.state[RESTORED_MARKER] = ConfigRecord({"round": int(config.get(SERVER_ROUND_KEY, 0))})
+        chain = decode_generations(str(config.get(GENERATIONS_KEY, "")))
+        if not chain:
+            warn_unrestorable(self.partition_id, f"the server sent no {GENERATIONS_KEY!r} config key")
+            return self
+        found = NodeStateStore(self.config.state_dir, self.partition_id).restore(chain)
+        if found is None:
+            return self
+        saved, saved_round = found
+        load_into(self.state, saved)
+        self.state[RESTORED_MARKER] = ConfigRecord({"round": int(config.get(SERVER_ROUND_KEY, 0)),
+                                                    "saved-round": saved_round})
+        return type(self)(self.setup)  # built from the restored context.state, like a live node
+
+    def persist_node_state(self, config: dict[str, Any]) -> None:
+        """Write ``context.state`` to ``state-dir`` after a fit (no-op without ``state-dir``)."""
+        if not self.config.state_dir:
+            return
+        chain = decode_generations(str(config.get(GENERATIONS_KEY, "")))
+        if not chain:
+            warn_unrestorable(self.partition_id, f"not saved: the server sent no {GENERATIONS_KEY!r} config key")
+            return
+        NodeStateStore(self.config.state_dir, self.partition_id).save(
+            self.state, int(config.get(SERVER_ROUND_KEY, 0)), chain, self.config.checkpoint_every
+        )

@@ -25,6 +25,8 @@ def client_fn(context: Context) -> Client:
         overrides["data_root"] = str(node["data-root"])
     if node.get("device"):
         overrides["device"] = str(node["device"])
+    if node.get("state-dir"):  # where this node keeps its clients' private state (see fedapp.node_state)
+        overrides["state_dir"] = str(node["state-dir"])
     if overrides:
         config = config.replace(**overrides)
     torch.set_num_threads(int(node.get("torch-threads", 1)))  # 2 Ray actors share 2 cores

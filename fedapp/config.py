@@ -80,6 +80,17 @@ class RunConfig:
     output_dir: str = ""
     device: str = ""
     eval_batch_size: int = 512
+    # Long runs (issue 10): checkpoint/resume, partial participation, failing clients
+    checkpoint_every: int = 5  # write <run dir>/checkpoint.npz every N rounds (and after the last); 0 = off
+    resume: str = ""  # run directory to continue from its checkpoint.npz (appends to its metrics.jsonl)
+    state_dir: str = ""  # per-node folder for the clients' private state (node config state-dir overrides)
+    fraction_evaluate: float = 1.0  # fraction of clients evaluating their personalized model (PM, single-label)
+    min_fit_clients: int = 1  # fewest valid updates a round aggregates; also the smallest fit sample
+    min_available_clients: int = 1  # clients that must be connected before a round samples
+    on_insufficient_clients: str = "skip"  # a round below min-fit-clients: skip | retry | fail
+    round_retries: int = 2  # re-samples of a round below min-fit-clients (on-insufficient-clients=retry)
+    max_update_norm: float = 0.0  # reject updates with ||w_k - w_global||_2 above this; 0 = no bound
+    fault_injection: str = ""  # TESTING AID ONLY (fedapp/faults.py): "raise:<partition>:<round>,nan:..."
 
     # ----------------------------------------------------------------- parsing
     @classmethod
@@ -161,6 +172,25 @@ class RunConfig:
             self.device == "" or self.device == "cpu" or self.device.startswith("cuda"),
             "device", self.device, "'', 'cpu', 'cuda' or 'cuda:N'",
         )
+        # Long runs (issue 10)
+        _check(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, "an integer >= 0 (0 = off)")
+        _check(0 <= self.fraction_evaluate <= 1, "fraction-evaluate", self.fraction_evaluate, "a number in [0, 1]")
+        _check(self.min_fit_clients >= 1, "min-fit-clients", self.min_fit_clients, "an integer >= 1")
+        _check(
+            self.min_available_clients >= 1, "min-available-clients", self.min_available_clients, "an integer >= 1"
+        )
+        _check(
+            self.on_insufficient_clients in ("skip", "retry", "fail"), "on-insufficient-clients",
+            self.on_insufficient_clients, "skip, retry or fail",
+        )
+        _check(self.round_retries >= 0, "round-retries", self.round_retries, "an integer >= 0")
+        _check(self.max_update_norm >= 0, "max-update-norm", self.max_update_norm, "a number >= 0 (0 = no bound)")
+        from fedapp.faults import parse_faults
+
+        try:
+            parse_faults(self.fault_injection)
+        except ValueError as error:
+            raise ConfigError(f"fault-injection={self.fault_injection!r} is not allowed: {error}") from None
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:

@@ -7,6 +7,13 @@ client proxy calls its ClientApp's ``client_fn`` directly instead of over gRPC/R
 a time, and keeps that node's ``context.state`` between rounds as a SuperNode does. There is no
 process isolation, so use ``python -m fedapp.simulate`` (the default ``--engine flower``) to run a
 real Flower simulation; use this engine where many runs must fit on a small machine.
+
+The server is the app's :class:`~fedapp.server_loop.FederationServer` (resume, retries, named
+failures) with in-process proxies whose ids are ``partition-id + 1``: with the seeded client
+sampling of :class:`~strategies.base.FederatedStrategy`, a run, and a run resumed from any of its
+checkpoints, are bit-for-bit reproducible here. A client that raises becomes a failure of that
+round, as on Ray. Memory: one ``Context`` per node (``context.state`` only grows for nodes that
+trained and keep private state) and the dataset cached once in this process.
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ from flwr.common import (
     ReconnectIns,
     Status,
 )
-from flwr.server import Server
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
 from fedapp.client_app import client_fn
-from fedapp.config import RunConfig
+from fedapp.config import ConfigError, RunConfig
 from fedapp.server_app import server_fn
+from fedapp.server_loop import FederationServer
 
 
 class InProcessClientProxy(ClientProxy):
@@ -67,14 +74,22 @@ class InProcessClientProxy(ClientProxy):
 
 
 def run_inprocess(overrides: dict[str, Any], num_nodes: int, node_config: dict[str, Any] | None = None) -> Path:
-    """Run the app with ``overrides`` on ``num_nodes`` in-process nodes; returns the run directory."""
+    """Run the app with ``overrides`` on ``num_nodes`` in-process nodes; returns the run directory.
+
+    ``node_config`` is added to every node's config (e.g. ``{"state-dir": ...}``).
+    """
     run_config = {**RunConfig.default_values(), **overrides}
+    config = RunConfig.from_run_config(run_config)
+    if config.min_available_clients > num_nodes:
+        raise ConfigError(f"min-available-clients={config.min_available_clients} is not allowed with "
+                          f"{num_nodes} nodes; allowed: <= {num_nodes} (the run would wait for clients forever)")
     components = server_fn(Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    strategy = components.server.strategy
     manager = SimpleClientManager()
     for partition_id in range(num_nodes):
-        config = {"partition-id": partition_id, "num-partitions": num_nodes, **(node_config or {})}
-        manager.register(InProcessClientProxy(partition_id + 1, config, run_config))
-    server = Server(client_manager=manager, strategy=components.strategy)
-    server.max_workers = 1  # one client at a time: deterministic and memory-bounded
+        node = {"partition-id": partition_id, "num-partitions": num_nodes, **(node_config or {})}
+        manager.register(InProcessClientProxy(partition_id + 1, node, run_config))
+    server = FederationServer(client_manager=manager, strategy=strategy)
+    server.set_max_workers(1)  # one client at a time: deterministic and memory-bounded
     server.fit(num_rounds=components.config.num_rounds, timeout=None)
-    return Path(components.strategy.recorder.run_dir)
+    return Path(strategy.recorder.run_dir)

@@ -4,6 +4,12 @@
     <run dir>/metrics.jsonl    one JSON object per round (written when the round ends)
     <run dir>/summary.json     "final" and "best" metrics, rounds, bytes_per_round, mean_round_seconds
     <run dir>/plots/*.png      each test metric over rounds (validation dashed), training loss terms
+    <run dir>/checkpoint.npz   the latest checkpoint (``checkpoint-every``; see fedapp.checkpoint)
+
+A resumed run (``resume=<run dir>``) reopens the same directory: ``metrics.jsonl`` is rewritten with
+the checkpoint's rows (so a round the crashed run wrote after its last checkpoint appears once, as
+re-run) and appended to; ``config.yaml`` becomes the resuming run's config; a stale
+``summary.json`` is removed until the run finishes again.
 
 Metric names in ``summary.json`` drop the ``test_`` prefix: multi-label ``macro_auc``, ``micro_auc``,
 ``macro_f1``, ``micro_f1``; single-label ``accuracy``, ``gm`` (= accuracy of the global model on the
@@ -49,24 +55,48 @@ def resolve_run_dir(output_dir: str, algorithm: str, dataset: str) -> Path:
 class RunRecorder:
     """Collects per-round values, appends ``metrics.jsonl`` lines and writes the summary and plots."""
 
-    def __init__(self, run_dir: Path, config: dict[str, Any], task: str, num_rounds: int) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], task: str, num_rounds: int,
+        resume_rows: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Open ``run_dir`` for a new run, or, with ``resume_rows`` (a checkpoint's rows), continue it."""
         self.run_dir = Path(run_dir)
+        self.run_config = dict(config)
         self.task = task
         self.num_rounds = num_rounds
         self.main_metric = MAIN_METRIC[task]
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = [dict(r) for r in resume_rows or []]
         self._pending: dict[int, dict[str, Any]] = {}
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.metrics_path.write_text("")
-        self._started = time.time()
+        lines = "".join(json.dumps(_jsonable(row)) + "\n" for row in self.rows)
+        if resume_rows is not None:
+            from fedapp.checkpoint import atomic_write_bytes
+
+            atomic_write_bytes(self.metrics_path, lines.encode())
+            (self.run_dir / "summary.json").unlink(missing_ok=True)
+        else:
+            self.metrics_path.write_text("")
+        # wall_seconds continues across a resume: time of the rows already recorded.
+        done = float(self.rows[-1].get("wall_seconds") or 0.0) if self.rows else 0.0
+        self._started = time.time() - done
 
     def start_round(self, server_round: int) -> None:
         self._pending[server_round] = {"round": server_round}
 
     def add(self, server_round: int, **values: Any) -> None:
         self._pending.setdefault(server_round, {"round": server_round}).update(values)
+
+    def increment(self, server_round: int, **values: float) -> None:
+        """Add ``values`` to the round's counters (e.g. failures summed over retried attempts)."""
+        row = self._pending.setdefault(server_round, {"round": server_round})
+        for name, value in values.items():
+            row[name] = row.get(name, 0) + value
+
+    def is_open(self, server_round: int) -> bool:
+        """True while the round has values not yet written to ``metrics.jsonl``."""
+        return server_round in self._pending
 
     def end_round(self, server_round: int) -> dict[str, Any]:
         """Append the round's line to ``metrics.jsonl`` and log one progress line."""
@@ -100,6 +130,8 @@ def progress_line(row: dict[str, Any], num_rounds: int, task: str) -> str:
         parts.append(f"loss={row['train_loss']:.4f}")
     if row.get("clients_rejected") or row.get("clients_failed"):
         parts.append(f"rejected={row.get('clients_rejected', 0)} failed={row.get('clients_failed', 0)}")
+    if row.get("round_skipped"):
+        parts.append("SKIPPED (too few valid updates)")
     if "round_seconds" in row:
         parts.append(f"({row['round_seconds']:.1f} s)")
     return " ".join(parts)
@@ -135,6 +167,9 @@ def summarize(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
         "best_selected_by": selector or "last round (no validation split)",
         "bytes_per_round": sum(traffic) / len(traffic) if traffic else 0,
         "mean_round_seconds": sum(seconds) / len(seconds) if seconds else float("nan"),
+        "rounds_skipped": sum(1 for r in rows if r.get("round_skipped")),
+        "clients_failed_total": sum(int(r.get("clients_failed") or 0) for r in rows),
+        "clients_rejected_total": sum(int(r.get("clients_rejected") or 0) for r in rows),
     }
 
 

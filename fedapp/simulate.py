@@ -7,6 +7,10 @@ Flower's Ray simulation with N SuperNodes, streams one progress line per round, 
 ``finished:completed`` and the run directory must hold ``summary.json`` and one finite
 ``metrics.jsonl`` line per round. It stops what it started (also on Ctrl-C), exits non-zero on
 any failure, and prints ``results: <run dir>`` as its last line.
+
+With ``-c "resume=\"<run dir>\" num-server-rounds=<total>"`` it continues a stopped run from its
+``checkpoint.npz`` in the same directory (checked before anything starts: a missing, corrupt or
+mismatched checkpoint is an error naming the reason or the differing keys).
 """
 
 from __future__ import annotations
@@ -64,9 +68,24 @@ def resolve_config(run_config: Sequence[str], nodes: int) -> tuple[RunConfig, di
     if unknown:
         raise ConfigError(f"unknown run-config key(s) {unknown}; allowed keys: {sorted(defaults)}")
     config = RunConfig.from_run_config({**defaults, **overrides})
-    run_dir = resolve_run_dir(config.output_dir, config.algorithm, config.dataset)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise ConfigError(f"output-dir={str(run_dir)!r} exists and is not empty; choose a new directory")
+    if config.min_available_clients > nodes:
+        raise ConfigError(f"min-available-clients={config.min_available_clients} is not allowed with --nodes "
+                          f"{nodes}; allowed: <= {nodes} (the run would wait for clients that never come)")
+    if config.resume:
+        # Continue that run in its own directory; refuse now (before any process starts) if the
+        # checkpoint is missing, corrupt or from another config.
+        run_dir = resolve_run_dir(config.resume, config.algorithm, config.dataset)
+        if config.output_dir and resolve_run_dir(config.output_dir, config.algorithm, config.dataset) != run_dir:
+            raise ConfigError(f"output-dir={config.output_dir!r} is not allowed with resume={config.resume!r}: a "
+                              "resumed run continues in its own directory; drop output-dir")
+        from fedapp.checkpoint import open_for_resume
+
+        open_for_resume(run_dir, dict(config.to_kebab(), **{"output-dir": str(run_dir)}))
+        overrides["resume"] = str(run_dir)
+    else:
+        run_dir = resolve_run_dir(config.output_dir, config.algorithm, config.dataset)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"output-dir={str(run_dir)!r} exists and is not empty; choose a new directory")
     overrides["output-dir"] = str(run_dir)
     # Fails now, with a clear message, if the data cannot be split over this many clients.
     from fedapp.data import federate

@@ -1,20 +1,47 @@
 """What every strategy of this app shares, on top of Flower's FedAvg.
 
-- **Update validation**: each client update must have the global model's number of arrays, shapes
-  and dtypes, and finite values; bad updates are dropped with a logged reason and counted.
+- **Update validation**: each client update must have the expected number of arrays, shapes and
+  dtypes (``self.reference``), finite values and, with ``max-update-norm`` > 0, an update delta
+  ``||w_k - w_global||_2`` within the bound (over the model arrays ``self.current``; extra arrays a
+  strategy appends, such as control variates, are checked for shape, dtype and finiteness only).
+  Bad updates are dropped with the client id and the reason logged, and counted.
+- **Partial participation**: ``fraction-fit``/``fraction-evaluate`` of the connected clients are
+  sampled each round, with a seeded draw per (seed, round, attempt), so that a resumed run samples
+  what an uninterrupted one would; ``min-available-clients`` must be connected first. A round with
+  fewer valid updates than ``min-fit-clients`` is never aggregated: it is skipped (the global model
+  stays), retried with a new sample, or stops the run, as ``on-insufficient-clients`` says
+  (``skip``, ``retry`` up to ``round-retries`` times then skip, ``fail``).
+- **Checkpoints**: every ``checkpoint-every`` rounds and after the last one,
+  ``<run dir>/checkpoint.npz`` (see :mod:`fedapp.checkpoint`); ``resume=<run dir>`` restores it.
 - **Bookkeeping**: bytes sent and received, round wall time, weighted means of the clients'
-  ``train_*`` metrics, server-side evaluation on the global validation and test sets, and
-  personalized accuracy (PM) from federated evaluation; one line per round goes to the
-  :class:`~fedapp.results.RunRecorder`, which writes ``metrics.jsonl`` and, after the last round,
-  ``summary.json`` and the plots.
+  ``train_*`` metrics, server-side evaluation on the global validation and test sets, personalized
+  accuracy (PM) from federated evaluation, and per round ``clients_selected``, ``clients_ok``,
+  ``clients_rejected``, ``clients_failed``, ``round_skipped``; one line per round goes to the
+  :class:`~fedapp.results.RunRecorder` (``metrics.jsonl``, then ``summary.json`` and the plots).
 
-Subclasses override the Flower hooks they change (``configure_fit``, ``aggregate_fit``, ...) or the
-smaller hooks here: :meth:`aggregate_updates` (the aggregation rule) and :meth:`global_model` (the
-model the server evaluates).
+Hooks for subclasses: :meth:`aggregate_updates` (the aggregation rule), :meth:`global_model` (the
+model the server evaluates), :meth:`fit_config`, :meth:`server_metrics`, :meth:`end_round`,
+:meth:`strategy_state` / :meth:`load_strategy_state` (what a checkpoint must carry besides the
+global parameters), plus Flower's own ``configure_fit``/``aggregate_fit``/``evaluate``/...
+
+Contract for subclasses:
+
+- ``aggregate_fit``, however overridden, only ever sees validated results: every subclass's
+  ``aggregate_fit`` is wrapped (``__init_subclass__``) so that the results are screened first
+  (validation, failure logging, the ``min-fit-clients`` rule) and the override receives the accepted
+  ``(proxy, FitRes)`` pairs, sorted by client id. A ``super().aggregate_fit`` call inside it is not
+  screened twice. What it returns becomes ``self.current`` (the arrays the next round sends and the
+  checkpoint saves).
+- A strategy whose clients return more arrays than the global model (e.g. model + control-variate
+  delta) extends ``self.reference`` in ``__init__`` with arrays of the extra shapes/dtypes.
+- State that lives only in the strategy (server control variates, SSE-C, sums of Fisher terms,
+  ...) must be returned by :meth:`strategy_state` and restored by :meth:`load_strategy_state`, or a
+  resumed run silently starts it over.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -23,6 +50,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from flwr.common import (
+    EvaluateIns,
     EvaluateRes,
     FitIns,
     FitRes,
@@ -34,15 +62,33 @@ from flwr.common import (
 )
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
+from flwr.server.criterion import Criterion
 from flwr.server.strategy import FedAvg
 from flwr.server.strategy.aggregate import aggregate_inplace
 from torch import nn
 
+from fedapp.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    capture_rng,
+    encode_generations,
+    new_generation,
+    restore_rng,
+    save_checkpoint,
+)
 from fedapp.config import RunConfig
 from fedapp.data import HeldOut
 from fedapp.loops import evaluate_model
 from fedapp.params import get_arrays, payload_bytes, set_arrays
 from fedapp.results import RunRecorder
+
+# Config keys every fit/evaluate instruction carries (besides what fit_config adds).
+SERVER_ROUND_KEY = "server-round"
+GENERATIONS_KEY = "state-generations"  # the run's generation chain, for clients' state-dir restores
+# Fit metrics that are bookkeeping, not training metrics to average.
+PARTITION_METRIC = "partition-id"
+# How long a round waits for min-available-clients to be connected before it counts as insufficient.
+AVAILABILITY_TIMEOUT_S = 600
 
 
 @dataclass
@@ -56,15 +102,24 @@ class ServerSetup:
     device: torch.device
     recorder: RunRecorder
     extras: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Checkpoint | None = None  # set when resuming (resume=<run dir>)
+
+
+class InsufficientClientsError(RuntimeError):
+    """A round got fewer valid updates than ``min-fit-clients`` under ``on-insufficient-clients=fail``."""
 
 
 def check_update(
-    arrays: list[np.ndarray], reference: list[np.ndarray], max_norm: float | None = None
+    arrays: list[np.ndarray],
+    reference: list[np.ndarray],
+    max_norm: float | None = None,
+    origin: list[np.ndarray] | None = None,
 ) -> str | None:
     """Why an update cannot be aggregated, or None if it can.
 
     Checks, in order: the number of arrays, each shape and dtype against ``reference``, finiteness,
-    and (if ``max_norm``) the global L2 norm of the update.
+    and (if ``max_norm``) the L2 norm of the update delta ``arrays - origin`` over the arrays of
+    ``origin`` (the global model the client started from; ``reference`` when not given).
     """
     if len(arrays) != len(reference):
         return f"expected {len(reference)} arrays, got {len(arrays)}"
@@ -76,42 +131,154 @@ def check_update(
         if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
             return f"array {index} has non-finite values"
     if max_norm is not None:
-        norm = float(np.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in arrays)))
+        base = reference if origin is None else origin
+        norm = update_norm(arrays[: len(base)], base)
         if norm > max_norm:
-            return f"update norm {norm:.3g} exceeds the bound {max_norm:.3g}"
+            return f"update norm ||w_k - w_global|| = {norm:.3g} exceeds max-update-norm={max_norm:.3g}"
     return None
 
 
+def update_norm(arrays: list[np.ndarray], origin: list[np.ndarray]) -> float:
+    """``sqrt(sum_i ||a_i - o_i||^2)`` over the floating-point arrays, in float64."""
+    total = 0.0
+    for array, start in zip(arrays, origin):
+        if np.issubdtype(array.dtype, np.floating):
+            total += float(np.sum(np.square(array.astype(np.float64) - start.astype(np.float64))))
+    return float(np.sqrt(total))
+
+
+def sample_indices(num_available: int, num_clients: int, seed: int, server_round: int, attempt: int,
+                   purpose: int) -> list[int]:
+    """``num_clients`` distinct indices of ``range(num_available)``, sorted, fixed by the arguments."""
+    if num_clients >= num_available:
+        return list(range(num_available))
+    rng = np.random.default_rng([seed, server_round, attempt, purpose])
+    return sorted(int(i) for i in rng.choice(num_available, size=num_clients, replace=False))
+
+
+class SeededClientManager(ClientManager):
+    """A view of the real client manager whose ``sample`` is a seeded draw over the sorted client ids.
+
+    Flower's ``SimpleClientManager.sample`` uses the unseeded global ``random``; this makes the
+    sample a function of (seed, round, attempt), so runs and resumed runs are reproducible (with the
+    in-process engine, whose client ids are fixed; Ray simulations draw new node ids every run).
+    """
+
+    def __init__(self, inner: ClientManager, seed: int, server_round: int, attempt: int, purpose: int,
+                 wait_timeout: int = AVAILABILITY_TIMEOUT_S) -> None:
+        self.inner = inner
+        self.key = (seed, server_round, attempt, purpose)
+        self.wait_timeout = wait_timeout
+        self.shortfall: str | None = None  # why the last sample came back short, if it did
+
+    def num_available(self) -> int:
+        return self.inner.num_available()
+
+    def register(self, client: ClientProxy) -> bool:
+        return self.inner.register(client)
+
+    def unregister(self, client: ClientProxy) -> None:
+        self.inner.unregister(client)
+
+    def all(self) -> dict[str, ClientProxy]:
+        return self.inner.all()
+
+    def wait_for(self, num_clients: int, timeout: int) -> bool:
+        return self.inner.wait_for(num_clients, timeout)
+
+    def sample(self, num_clients: int, min_num_clients: int | None = None,
+               criterion: Criterion | None = None) -> list[ClientProxy]:
+        needed = max(num_clients, min_num_clients or 0)
+        if not self.inner.wait_for(needed, self.wait_timeout):
+            self.shortfall = (f"only {self.inner.num_available()} clients connected after {self.wait_timeout} s, "
+                              f"{needed} needed (min-available-clients / min-fit-clients)")
+            return []
+        clients = self.inner.all()
+        ids = sorted((cid for cid in clients if criterion is None or criterion.select(clients[cid])), key=_cid_key)
+        if num_clients > len(ids):
+            self.shortfall = f"only {len(ids)} clients available, {num_clients} needed"
+            return []
+        return [clients[ids[i]] for i in sample_indices(len(ids), num_clients, *self.key)]
+
+
+def _cid_key(cid: str) -> tuple[int, Any]:
+    return (0, int(cid)) if str(cid).lstrip("-").isdigit() else (1, str(cid))
+
+
+def _screened(method: Callable) -> Callable:
+    """Wrap an ``aggregate_fit`` so that it only sees validated results (see the module docstring)."""
+    if getattr(method, "__fedapp_screened__", False):
+        return method
+
+    @functools.wraps(method)
+    def aggregate_fit(self: "FederatedStrategy", server_round: int, results: list, failures: list):
+        if self._screening:  # a super() call from an already screened override
+            return method(self, server_round, results, failures)
+        accepted = self.screen_results(server_round, results, failures)
+        if accepted is None:
+            return None, {}
+        self._screening = True
+        try:
+            parameters, metrics = method(self, server_round, accepted, failures)
+        finally:
+            self._screening = False
+        if parameters is not None:
+            self.current = parameters_to_ndarrays(parameters)
+        self.recorder.add(server_round, fit_seconds=time.perf_counter() - self._round_start)
+        return parameters, metrics
+
+    aggregate_fit.__fedapp_screened__ = True  # type: ignore[attr-defined]
+    return aggregate_fit
+
+
 class FederatedStrategy(FedAvg):
-    """FedAvg plus validation and bookkeeping; the base of every strategy in ``strategies/``."""
+    """FedAvg plus validation, partial participation, checkpoints and bookkeeping.
+
+    The base of every strategy in ``strategies/``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "aggregate_fit" in cls.__dict__:
+            cls.aggregate_fit = _screened(cls.__dict__["aggregate_fit"])  # type: ignore[method-assign]
 
     def __init__(self, setup: ServerSetup, **fedavg_kwargs: Any) -> None:
         self.setup = setup
         self.config = setup.config
         self.recorder = setup.recorder
+        cfg = self.config
         task = setup.data.bundle.task
         initial = get_arrays(setup.model, setup.keys)
         defaults: dict[str, Any] = dict(
-            fraction_fit=self.config.fraction_fit,
+            fraction_fit=cfg.fraction_fit,
             # Personalized accuracy (PM) is defined for single-label data only.
-            fraction_evaluate=1.0 if task == "singlelabel" else 0.0,
-            min_fit_clients=1,
+            fraction_evaluate=cfg.fraction_evaluate if task == "singlelabel" else 0.0,
+            min_fit_clients=cfg.min_fit_clients,
             min_evaluate_clients=1,
-            min_available_clients=1,
+            min_available_clients=cfg.min_available_clients,
             initial_parameters=ndarrays_to_parameters(initial),
             on_fit_config_fn=self.fit_config,
             on_evaluate_config_fn=self.fit_config,
         )
         defaults.update(fedavg_kwargs)
         super().__init__(**defaults)
-        self.reference = initial  # shapes and dtypes every update must match
-        self.current = initial
+        self.reference = initial  # shapes and dtypes every update must match (subclasses may extend it)
+        self.current = parameters_to_ndarrays(self.initial_parameters) if self.initial_parameters else initial
+        checkpoint = setup.checkpoint
+        self.first_round = checkpoint.server_round + 1 if checkpoint else 1
+        self.generations = (
+            checkpoint.generations + [new_generation(checkpoint.server_round)] if checkpoint else [new_generation()]
+        )
         self._round_start = 0.0
+        self._screening = False
+        self._attempts: dict[int, int] = {}
+        self._retry_round: int | None = None
+        self._partition_of: dict[str, int] = {}  # node id -> partition id, learnt from fit replies
 
     # ------------------------------------------------------------- small hooks
     def fit_config(self, server_round: int) -> dict[str, Scalar]:
         """The config dict sent with every fit/evaluate instruction."""
-        return {"server-round": server_round}
+        return {SERVER_ROUND_KEY: server_round}
 
     def aggregate_updates(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
@@ -124,53 +291,182 @@ class FederatedStrategy(FedAvg):
         set_arrays(self.setup.model, self.setup.keys, arrays)
         return self.setup.model
 
+    def strategy_state(self) -> dict[str, np.ndarray]:
+        """The strategy's own state a checkpoint must carry, as named arrays (none by default).
+
+        Called when a checkpoint is written, after the round's aggregation and evaluation. Names
+        must be valid identifiers-ish (they become ``.npz`` member names); scalars go in 0-d or
+        1-element arrays. Example, SCAFFOLD: ``{"c_0": c[0], "c_1": c[1], ...}``.
+        """
+        return {}
+
+    def load_strategy_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`strategy_state` returned; called once, before the first resumed round.
+
+        ``self.current`` already holds the checkpoint's parameters when this runs.
+        """
+
+    def update_reference(self, server_round: int) -> list[np.ndarray]:
+        """The global arrays the updates of ``server_round`` started from (``max-update-norm``'s origin)."""
+        return self.current
+
+    # --------------------------------------------------------------- resume
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        """The initial parameters, or the checkpoint's when resuming (restores the strategy too)."""
+        checkpoint = self.setup.checkpoint
+        if checkpoint is None:
+            return super().initialize_parameters(client_manager)
+        expected = parameters_to_ndarrays(self.initial_parameters) if self.initial_parameters else self.current
+        reason = check_update(checkpoint.parameters, expected)
+        if reason is not None:
+            raise CheckpointError(f"{checkpoint.path}: its parameters do not fit this model ({reason})")
+        self.initial_parameters = None
+        self.current = [np.array(a, copy=True) for a in checkpoint.parameters]
+        self.load_strategy_state(dict(checkpoint.strategy_state))
+        restore_rng(checkpoint.rng)
+        log(INFO, "resumed %s from round %s (%s); next round %s of %s", self.recorder.run_dir,
+            checkpoint.server_round, checkpoint.path, self.first_round, self.config.num_server_rounds)
+        return ndarrays_to_parameters(self.current)
+
+    def save_checkpoint(self, server_round: int, rows: list[dict[str, Any]] | None = None) -> None:
+        """Write ``checkpoint.npz`` for the state after ``server_round`` (atomically)."""
+        checkpoint = Checkpoint(
+            server_round=server_round, parameters=list(self.current), strategy_state=dict(self.strategy_state()),
+            config=dict(self.recorder.run_config), rows=list(self.recorder.rows if rows is None else rows),
+            generations=list(self.generations), rng=capture_rng(),
+        )
+        path = save_checkpoint(self.recorder.run_dir, checkpoint)
+        log(INFO, "round %s: checkpoint written to %s", server_round, path)
+
+    def checkpoint_due(self, server_round: int) -> bool:
+        every = self.config.checkpoint_every
+        return every > 0 and (server_round % every == 0 or server_round == self.config.num_server_rounds)
+
     # ------------------------------------------------------------ Flower hooks
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        self._round_start = time.perf_counter()
-        self.recorder.start_round(server_round)
-        instructions = super().configure_fit(server_round, parameters, client_manager)
-        sent = sum(payload_bytes(parameters_to_ndarrays(ins.parameters)) for _, ins in instructions)
-        self.recorder.add(server_round, bytes_sent=sent, clients_selected=len(instructions))
+        attempt = self._attempts.get(server_round, -1) + 1
+        self._attempts[server_round] = attempt
+        if attempt == 0:
+            self._round_start = time.perf_counter()
+            self.recorder.start_round(server_round)
+            self.recorder.add(server_round, round_skipped=False, clients_selected=0, clients_ok=0,
+                              clients_rejected=0, clients_failed=0, bytes_sent=0, bytes_received=0)
+        sampler = SeededClientManager(client_manager, self.config.seed, server_round, attempt, purpose=0)
+        instructions = super().configure_fit(server_round, parameters, sampler)
+        instructions = [(proxy, FitIns(ins.parameters, self._with_run_keys(ins.config, server_round)))
+                        for proxy, ins in instructions]
+        self.recorder.increment(server_round, bytes_sent=_sent_bytes(instructions),
+                                clients_selected=len(instructions))
+        if attempt > 0:
+            self.recorder.add(server_round, round_attempts=attempt + 1)
+        if len(instructions) < self.min_fit_clients:
+            self.handle_insufficient(server_round, sampler.shortfall or (
+                f"{len(instructions)} clients sampled, min-fit-clients={self.min_fit_clients}"))
+            return []
         return instructions
 
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        if self.fraction_evaluate == 0.0:
+            return []
+        sampler = SeededClientManager(client_manager, self.config.seed, server_round, 0, purpose=1)
+        instructions = super().configure_evaluate(server_round, parameters, sampler)
+        return [(proxy, EvaluateIns(ins.parameters, self._with_run_keys(ins.config, server_round)))
+                for proxy, ins in instructions]
+
+    def _with_run_keys(self, config: dict[str, Scalar], server_round: int) -> dict[str, Scalar]:
+        return {SERVER_ROUND_KEY: server_round, **config, GENERATIONS_KEY: encode_generations(self.generations)}
+
+    @_screened
     def aggregate_fit(
         self,
         server_round: int,
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        accepted, rejected = self.validate_results(server_round, results)
-        received = sum(payload_bytes(parameters_to_ndarrays(res.parameters)) for _, res in results)
-        train_metrics = weighted_means([(res.num_examples, res.metrics) for _, res in accepted])
-        self.recorder.add(
-            server_round, bytes_received=received, clients_ok=len(accepted),
-            clients_rejected=rejected, clients_failed=len(failures), **train_metrics,
-        )
-        for failure in failures:
-            log(WARNING, "round %s: a client failed: %r", server_round, _describe(failure))
-        if not accepted:
-            log(WARNING, "round %s: no valid update; the global model stays as it was", server_round)
-            return None, {}
-        self.current = self.aggregate_updates(server_round, accepted)
+        """Aggregate the validated ``results`` with :meth:`aggregate_updates`."""
+        train_metrics = weighted_means([(res.num_examples, res.metrics) for _, res in results])
+        self.recorder.add(server_round, **train_metrics)
+        self.current = self.aggregate_updates(server_round, results)
         return ndarrays_to_parameters(self.current), train_metrics
+
+    def screen_results(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> list[tuple[ClientProxy, FitRes]] | None:
+        """Validate, log and count a round's replies; None if too few are valid to aggregate."""
+        received = sum(payload_bytes(parameters_to_ndarrays(res.parameters)) for _, res in results)
+        for proxy, res in results:
+            if PARTITION_METRIC in res.metrics:
+                self._partition_of[str(proxy.cid)] = int(res.metrics[PARTITION_METRIC])
+        accepted, rejected = self.validate_results(server_round, results)
+        for failure in failures:
+            log(WARNING, "round %s: a client failed: %s", server_round, self._describe(failure))
+        self.recorder.increment(server_round, bytes_received=received, clients_rejected=rejected,
+                                clients_failed=len(failures))
+        self.recorder.add(server_round, clients_ok=len(accepted), partitions_ok=sorted(
+            int(res.metrics[PARTITION_METRIC]) for _, res in accepted if PARTITION_METRIC in res.metrics))
+        needed = max(1, self.min_fit_clients)
+        if len(accepted) < needed:
+            self.handle_insufficient(server_round, f"{len(accepted)} valid updates ({rejected} rejected, "
+                                                   f"{len(failures)} failed), min-fit-clients={needed}")
+            return None
+        return accepted
 
     def validate_results(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
     ) -> tuple[list[tuple[ClientProxy, FitRes]], int]:
-        """The results that pass :func:`check_update`, and how many were rejected (logged)."""
+        """The results that pass :func:`check_update`, sorted by client id, and how many were rejected."""
         accepted = []
+        bound = self.config.max_update_norm or None
+        origin = self.update_reference(server_round)
         # Replies arrive in completion order; a fixed order makes aggregation bit-reproducible.
-        for proxy, res in sorted(results, key=lambda pair: str(pair[0].cid)):
-            reason = check_update(parameters_to_ndarrays(res.parameters), self.reference)
+        for proxy, res in sorted(results, key=lambda pair: _cid_key(str(pair[0].cid))):
+            reason = check_update(parameters_to_ndarrays(res.parameters), self.reference, bound, origin)
             if reason is None and res.num_examples <= 0:
                 reason = f"num_examples={res.num_examples}"
             if reason is None:
                 accepted.append((proxy, res))
             else:
-                log(WARNING, "round %s: rejected the update of node %s: %s", server_round, proxy.cid, reason)
+                log(WARNING, "round %s: rejected the update of %s: %s", server_round,
+                    self._client_name(str(proxy.cid)), reason)
         return accepted, len(results) - len(accepted)
+
+    def handle_insufficient(self, server_round: int, reason: str) -> None:
+        """A round cannot be aggregated: retry, skip or stop, as ``on-insufficient-clients`` says."""
+        mode = self.config.on_insufficient_clients
+        attempt = self._attempts.get(server_round, 0)
+        if mode == "retry" and attempt < self.config.round_retries:
+            log(WARNING, "round %s: %s; retrying with a new sample of clients (retry %s of %s)",
+                server_round, reason, attempt + 1, self.config.round_retries)
+            self._retry_round = server_round
+            return
+        self.recorder.add(server_round, round_skipped=True, skip_reason=reason)
+        if mode != "fail":
+            log(WARNING, "round %s: %s; round skipped, the global model stays as it was", server_round, reason)
+            return
+        log(WARNING, "round %s: %s; stopping the run (on-insufficient-clients=fail)", server_round, reason)
+        self.recorder.add(server_round, round_seconds=time.perf_counter() - self._round_start)
+        self.recorder.end_round(server_round)
+        if self.config.checkpoint_every > 0 and server_round > 1:
+            # The state after round - 1 is unchanged: checkpoint it so that resume restarts this round.
+            self.save_checkpoint(server_round - 1, rows=self.recorder.rows[:-1])
+        raise InsufficientClientsError(
+            f"round {server_round}: {reason} (on-insufficient-clients=fail). Resume later with "
+            f"resume={str(self.recorder.run_dir)!r}, or lower min-fit-clients"
+        )
+
+    def wants_retry(self, server_round: int) -> bool:
+        """True once after a round asked to be retried (``FederationServer`` re-runs its fit phase)."""
+        if self._retry_round == server_round:
+            self._retry_round = None
+            return True
+        return False
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         """Server-side metrics of the global model on the validation and the global test set."""
@@ -207,6 +503,8 @@ class FederatedStrategy(FedAvg):
         failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
     ) -> tuple[float | None, dict[str, Scalar]]:
         """PM: the unweighted mean over clients of their personalized local-test accuracy."""
+        for failure in failures:
+            log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self._describe(failure))
         accuracies = [float(res.metrics["accuracy"]) for _, res in results]
         pm = float(np.mean(accuracies)) if accuracies else float("nan")
         self.recorder.add(server_round, test_pm=pm, eval_clients=len(accuracies), eval_failed=len(failures))
@@ -214,19 +512,49 @@ class FederatedStrategy(FedAvg):
         return (1.0 - pm if accuracies else None), {"pm": pm}
 
     def end_round(self, server_round: int) -> None:
+        """Write the round's line, the checkpoint when due, and after the last round the summary."""
         self.recorder.add(server_round, round_seconds=time.perf_counter() - self._round_start)
         self.recorder.end_round(server_round)
+        if self.checkpoint_due(server_round):
+            self.save_checkpoint(server_round)
         if server_round == self.config.num_server_rounds:
             self.recorder.finish()
 
+    def close_round(self, server_round: int) -> None:
+        """End the round if no hook did (e.g. nobody could be sampled for federated evaluation)."""
+        if self.recorder.is_open(server_round):
+            self.end_round(server_round)
+
+    # ---------------------------------------------------------------- helpers
+    def _client_name(self, cid: str) -> str:
+        partition = self._partition_of.get(cid)
+        return f"node {cid}" + (f" (partition {partition})" if partition is not None else "")
+
+    def _describe(self, failure: Any) -> str:
+        cid = getattr(failure, "cid", None)
+        if cid is not None:
+            return f"{self._client_name(str(cid))}: {short_reason(failure.cause)}"
+        return _describe(failure)
+
 
 def weighted_means(pairs: list[tuple[int, dict[str, Scalar]]]) -> dict[str, float]:
-    """Example-weighted mean of each numeric metric the clients returned."""
+    """Example-weighted mean of each numeric metric the clients returned (bookkeeping keys excluded)."""
     total = sum(n for n, _ in pairs)
     if total == 0:
         return {}
-    names = sorted({k for _, m in pairs for k, v in m.items() if isinstance(v, (int, float))})
+    names = sorted({k for _, m in pairs for k, v in m.items()
+                    if isinstance(v, (int, float)) and k != PARTITION_METRIC})
     return {name: float(sum(n * float(m.get(name, 0.0)) for n, m in pairs) / total) for name in names}
+
+
+def short_reason(cause: BaseException | str, limit: int = 400) -> str:
+    """The gist of a client error: Flower wraps a ClientApp's exception in a long remote traceback."""
+    text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+    marker = "occurred. Message:"
+    if marker in text:  # "... Exception ClientAppException occurred. Message: <the client's message>'>)..."
+        text = "ClientApp raised: " + text.rsplit(marker, 1)[1].strip().split("'>", 1)[0].strip()
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(failure: Any) -> str:
@@ -234,6 +562,18 @@ def _describe(failure: Any) -> str:
         return repr(failure)
     proxy, res = failure
     return f"node {proxy.cid}: {res.status.message}"
+
+
+def _sent_bytes(instructions: list[tuple[ClientProxy, FitIns]]) -> int:
+    """Payload bytes of all instructions (each distinct Parameters object is decoded once)."""
+    sizes: dict[int, int] = {}
+    total = 0
+    for _, ins in instructions:
+        key = id(ins.parameters)
+        if key not in sizes:
+            sizes[key] = payload_bytes(parameters_to_ndarrays(ins.parameters))
+        total += sizes[key]
+    return total
 
 
 StrategyFactory = Callable[[ServerSetup], FederatedStrategy]
