@@ -91,6 +91,15 @@ class RunConfig:
     round_retries: int = 2  # re-samples of a round below min-fit-clients (on-insufficient-clients=retry)
     max_update_norm: float = 0.0  # reject updates with ||w_k - w_global||_2 above this; 0 = no bound
     fault_injection: str = ""  # TESTING AID ONLY (fedapp/faults.py): "raise:<partition>:<round>,nan:..."
+    # FedBN / FedPer / FedRep / FedBABU / Ditto / FedRoD / FedETF / Ratio Loss (issue 8)
+    fedrep_head_epochs: int = 5  # FedRep: epochs on the local head (body frozen) before the body epochs
+    finetune_epochs: int = 5  # FedBABU, FedETF: local fine-tuning epochs before personalized evaluation
+    fedbabu_finetune_body: bool = True  # FedBABU: fine-tune body + head (true) or the head only (false)
+    ditto_lambda: float = 0.1  # Ditto: weight of (lambda/2)||v_k - w_global||^2 in the personal objective
+    fedetf_scale_init: float = 1.0  # FedETF: initial value of the learnable temperature of the ETF logits
+    ratio_loss_alpha: float = 1.0  # Ratio Loss: class weight w_c = alpha + beta * Ra_c
+    ratio_loss_beta: float = 0.1  # Ratio Loss: see ratio-loss-alpha
+    ratio_loss_aux_per_class: int = 8  # Ratio Loss: server's auxiliary samples per class (validation split)
 
     # ----------------------------------------------------------------- parsing
     @classmethod
@@ -149,6 +158,18 @@ class RunConfig:
         _check(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
         _check(self.eval_batch_size >= 1, "eval-batch-size", self.eval_batch_size, "an integer >= 1")
+        # FedBN / FedPer / FedRep / FedBABU / Ditto / FedRoD / FedETF / Ratio Loss (issue 8)
+        _check(self.fedrep_head_epochs >= 1, "fedrep-head-epochs", self.fedrep_head_epochs, "an integer >= 1")
+        _check(self.finetune_epochs >= 0, "finetune-epochs", self.finetune_epochs, "an integer >= 0 (0: no fine-tuning)")
+        _check(self.ditto_lambda >= 0, "ditto-lambda", self.ditto_lambda, "a number >= 0 (0: purely local personal models)")
+        _check(self.fedetf_scale_init > 0, "fedetf-scale-init", self.fedetf_scale_init, "a number > 0")
+        _check(self.ratio_loss_alpha >= 0, "ratio-loss-alpha", self.ratio_loss_alpha, "a number >= 0")
+        _check(self.ratio_loss_beta >= 0, "ratio-loss-beta", self.ratio_loss_beta, "a number >= 0")
+        _check(
+            self.ratio_loss_alpha + self.ratio_loss_beta > 0, "ratio-loss-beta", self.ratio_loss_beta,
+            "a number > 0 when ratio-loss-alpha is 0 (the class weights must be positive)",
+        )
+        _check(self.ratio_loss_aux_per_class >= 1, "ratio-loss-aux-per-class", self.ratio_loss_aux_per_class, "an integer >= 1")
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
         _check(self.weight_decay >= 0, "weight-decay", self.weight_decay, "a number >= 0")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")

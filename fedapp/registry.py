@@ -6,8 +6,24 @@ from dataclasses import dataclass
 
 from clients.base import BaseClient
 from clients.fedavg import FedAvgClient
+from clients.ditto import DittoClient
+from clients.fedbabu import FedBABUClient
+from clients.fedbn import FedBNClient
+from clients.fedetf import FedETFClient
+from clients.fedper import FedPerClient
+from clients.fedrep import FedRepClient
+from clients.fedrod import FedRoDClient
+from clients.ratio_loss import RatioLossClient
 from fedapp.config import ConfigError
 from strategies.base import FederatedStrategy
+from strategies.ditto import DittoStrategy
+from strategies.fedbabu import FedBABUStrategy
+from strategies.fedbn import FedBNStrategy
+from strategies.fedetf import FedETFStrategy
+from strategies.fedper import FedPerStrategy
+from strategies.fedrep import FedRepStrategy
+from strategies.fedrod import FedRoDStrategy
+from strategies.ratio_loss import RatioLossStrategy
 from strategies.fedavg import FedAvgStrategy
 
 
@@ -19,6 +35,14 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "fedavg": Algorithm(FedAvgStrategy, FedAvgClient),
+    "fedbn": Algorithm(FedBNStrategy, FedBNClient),
+    "fedper": Algorithm(FedPerStrategy, FedPerClient),
+    "fedrep": Algorithm(FedRepStrategy, FedRepClient),
+    "fedbabu": Algorithm(FedBABUStrategy, FedBABUClient),
+    "ditto": Algorithm(DittoStrategy, DittoClient),
+    "fedrod": Algorithm(FedRoDStrategy, FedRoDClient),
+    "fedetf": Algorithm(FedETFStrategy, FedETFClient),
+    "ratio-loss": Algorithm(RatioLossStrategy, RatioLossClient),
 }
 
 
