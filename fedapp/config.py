@@ -80,6 +80,11 @@ class RunConfig:
     output_dir: str = ""
     device: str = ""
     eval_batch_size: int = 512
+    # FedProx / SCAFFOLD / FedCurv (issue 7): baselines of the FedNCAlign-ML tables
+    mu: float = 0.01  # FedProx: weight of the proximal term (mu/2)||w - w_global||^2
+    server_lr: float = 1.0  # SCAFFOLD: global step size eta_g of x <- x + eta_g * mean(y_k - x)
+    scaffold_local_lr: float = 0.3  # SCAFFOLD: local plain-SGD step size eta_l (replaces optimizer/lr)
+    fedcurv_lambda: float = 1.0  # FedCurv: weight of sum_j sum_i F_ji (w_i - w_ji)^2
     # Long runs (issue 10): checkpoint/resume, partial participation, failing clients
     checkpoint_every: int = 5  # write <run dir>/checkpoint.npz every N rounds (and after the last); 0 = off
     resume: str = ""  # run directory to continue from its checkpoint.npz (appends to its metrics.jsonl)
@@ -158,6 +163,11 @@ class RunConfig:
         _check(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
         _check(self.eval_batch_size >= 1, "eval-batch-size", self.eval_batch_size, "an integer >= 1")
+        # FedProx / SCAFFOLD / FedCurv (issue 7)
+        _check(self.mu >= 0, "mu", self.mu, "a number >= 0 (0 makes FedProx FedAvg)")
+        _check(self.server_lr > 0, "server-lr", self.server_lr, "a number > 0 (1 is the paper's default)")
+        _check(self.scaffold_local_lr > 0, "scaffold-local-lr", self.scaffold_local_lr, "a number > 0")
+        _check(self.fedcurv_lambda >= 0, "fedcurv-lambda", self.fedcurv_lambda, "a number >= 0 (0 makes FedCurv FedAvg)")
         # FedBN / FedPer / FedRep / FedBABU / Ditto / FedRoD / FedETF / Ratio Loss (issue 8)
         _check(self.fedrep_head_epochs >= 1, "fedrep-head-epochs", self.fedrep_head_epochs, "an integer >= 1")
         _check(self.finetune_epochs >= 0, "finetune-epochs", self.finetune_epochs, "an integer >= 0 (0: no fine-tuning)")

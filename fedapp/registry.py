@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.base import BaseClient
+from clients.centralized import CentralizedClient
 from clients.fedavg import FedAvgClient
+from clients.fedcurv import FedCurvClient
+from clients.fedprox import FedProxClient
+from clients.scaffold import ScaffoldClient
 from clients.ditto import DittoClient
 from clients.fedbabu import FedBABUClient
 from clients.fedbn import FedBNClient
@@ -24,7 +28,11 @@ from strategies.fedper import FedPerStrategy
 from strategies.fedrep import FedRepStrategy
 from strategies.fedrod import FedRoDStrategy
 from strategies.ratio_loss import RatioLossStrategy
+from strategies.centralized import CentralizedStrategy
 from strategies.fedavg import FedAvgStrategy
+from strategies.fedcurv import FedCurvStrategy
+from strategies.fedprox import FedProxStrategy
+from strategies.scaffold import ScaffoldStrategy
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,10 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "fedavg": Algorithm(FedAvgStrategy, FedAvgClient),
+    "centralized": Algorithm(CentralizedStrategy, CentralizedClient),
+    "fedprox": Algorithm(FedProxStrategy, FedProxClient),
+    "scaffold": Algorithm(ScaffoldStrategy, ScaffoldClient),
+    "fedcurv": Algorithm(FedCurvStrategy, FedCurvClient),
     "fedbn": Algorithm(FedBNStrategy, FedBNClient),
     "fedper": Algorithm(FedPerStrategy, FedPerClient),
     "fedrep": Algorithm(FedRepStrategy, FedRepClient),

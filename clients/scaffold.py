@@ -1,0 +1,117 @@
+"""SCAFFOLD client (Karimireddy et al., 2020, "SCAFFOLD: Stochastic Controlled Averaging for
+Federated Learning"), Algorithm 1 with option II.
+
+Client k receives the global model x and the server variate c, starts from y = x and takes K
+local steps of plain SGD on the corrected gradient
+
+    y <- y - lr_l * (g_k(y) - c_k + c)
+
+then updates its own variate (option II) and sends back y and the variate's change:
+
+    c_k+ = c_k - c + (x - y) / (K * lr_l),      delta c_k = c_k+ - c_k
+
+c_k lives only in ``context.state`` (flattened, key ``scaffold-client-variate``); only delta c_k
+travels. Variates exist for the trainable shared parameters, not for BatchNorm's running
+statistics (buffers, not optimised).
+
+Optimizer: option II reads (x - y) / (K * lr_l) as the mean corrected gradient, which holds for
+plain SGD steps only, so SCAFFOLD ignores ``optimizer``, ``lr`` and ``momentum`` and uses SGD
+without momentum at ``scaffold-local-lr``; ``weight-decay`` stays, as an L2 term of the local
+objective (it is part of g_k, so the variates include it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from clients.base import BaseClient
+from fedapp.loops import train_epochs
+from fedapp.payload import flatten, split_payload, trainable_keys, trainable_zeros, unflatten
+
+CLIENT_VARIATE_KEY = "scaffold-client-variate"
+
+
+class ScaffoldSGD(torch.optim.Optimizer):
+    """Plain SGD on ``grad + weight_decay * p + correction``; counts its steps (SCAFFOLD's K).
+
+    ``correction[i]`` is ``c - c_k`` for the i-th parameter (Algorithm 1, line 10).
+    """
+
+    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float, correction: Sequence[torch.Tensor],
+                 weight_decay: float = 0.0) -> None:
+        params = list(params)
+        if len(params) != len(correction):
+            raise ValueError(f"{len(params)} parameters but {len(correction)} correction tensors")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+        self.correction = list(correction)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        group = self.param_groups[0]
+        for param, correction in zip(group["params"], self.correction):
+            grad = param.grad if param.grad is not None else torch.zeros_like(param)
+            direction = grad + correction
+            if group["weight_decay"]:
+                direction = direction + group["weight_decay"] * param
+            param.add_(direction, alpha=-group["lr"])
+        self.steps += 1
+        return None
+
+
+def scaffold_variate_update(
+    client_variate: Sequence[np.ndarray], server_variate: Sequence[np.ndarray],
+    x: Sequence[np.ndarray], y: Sequence[np.ndarray], steps: int, lr: float,
+) -> list[np.ndarray]:
+    """Option II: ``c_k+ = c_k - c + (x - y) / (K * lr)`` for each tensor."""
+    if steps < 1:
+        raise ValueError(f"SCAFFOLD needs at least one local step, got K={steps}")
+    scale = 1.0 / (steps * lr)
+    return [
+        (np.asarray(ck, np.float64) - np.asarray(c, np.float64)
+         + (np.asarray(xi, np.float64) - np.asarray(yi, np.float64)) * scale).astype(np.float32)
+        for ck, c, xi, yi in zip(client_variate, server_variate, x, y)
+    ]
+
+
+class ScaffoldClient(BaseClient):
+    """Corrected local SGD; keeps c_k private and sends y followed by delta c_k."""
+
+    def load_private_arrays(self) -> None:
+        named = dict(self.model.named_parameters())
+        self.variate_params = [named[name] for name in trainable_keys(self.model, self.keys)]  # variate order
+        zeros = trainable_zeros(self.model, self.keys)
+        stored = self.load_state_array(CLIENT_VARIATE_KEY)
+        self.client_variate = zeros if stored is None else unflatten(stored, zeros)
+        self.variate_delta = [np.zeros_like(z) for z in zeros]
+
+    def private_arrays(self) -> dict[str, np.ndarray]:
+        return {CLIENT_VARIATE_KEY: flatten(self.client_variate)}
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        model_arrays, server_variate = split_payload(parameters, len(self.keys))
+        if len(server_variate) != len(self.client_variate):
+            raise ValueError(f"SCAFFOLD expects {len(self.client_variate)} server-variate arrays after the "
+                             f"model, got {len(server_variate)}")
+        self.server_variate = server_variate
+        arrays, num_examples, metrics = super().fit(model_arrays, config)
+        return arrays + self.variate_delta, num_examples, metrics
+
+    def local_train(self, config: dict[str, Any]) -> dict[str, float]:
+        x = [p.detach().cpu().numpy().copy() for p in self.variate_params]
+        correction = [
+            torch.as_tensor(c - ck, device=self.device)
+            for c, ck in zip(self.server_variate, self.client_variate)
+        ]
+        lr = self.config.scaffold_local_lr
+        optimizer = ScaffoldSGD(self.variate_params, lr, correction, self.config.weight_decay)
+        metrics = train_epochs(self.model, self.train_loader(config), optimizer, self.loss,
+                               self.config.local_epochs, self.device)
+        y = [p.detach().cpu().numpy() for p in self.variate_params]
+        updated = scaffold_variate_update(self.client_variate, self.server_variate, x, y, optimizer.steps, lr)
+        self.variate_delta = [new - old for new, old in zip(updated, self.client_variate)]
+        self.client_variate = updated
+        return metrics
