@@ -257,6 +257,22 @@ def test_data_read_only_and_results_only_on_superlink(variant):
             assert "/results" not in m, f"{name} should not see the results directory"
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_default_output_dir_lands_on_the_results_volume(variant, monkeypatch):
+    """The ServerApp runs in the superlink container: with FEDAPP_HOME=/results a relative or
+    default output-dir resolves onto the mounted results volume, not into the container."""
+    from fedapp.results import resolve_run_dir
+
+    link = load(variant)["services"]["superlink"]
+    env = link.get("environment", {})
+    env = dict(e.split("=", 1) for e in env) if isinstance(env, list) else env
+    assert env.get("FEDAPP_HOME") == "/results"
+    assert mounts(link)["/results"][1] == "rw"
+    monkeypatch.setenv("FEDAPP_HOME", env["FEDAPP_HOME"])
+    assert resolve_run_dir("", "fedavg", "ml-digits").parent == Path("/results/outputs")
+    assert resolve_run_dir("lt", "fedloge", "lt-digits") == Path("/results/lt")
+
+
 @pytest.mark.parametrize("variant", ["insecure", "cpu-insecure"])
 def test_insecure_override_is_explicit_and_complete(variant):
     config = load(variant)

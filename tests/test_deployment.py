@@ -1,0 +1,295 @@
+"""Real networked deployment on loopback: SuperLink, SuperNodes and the flwr CLI as real processes.
+
+The slow tests drive ``fedapp.deploy.LocalDeployment`` (the harness behind
+``scripts/deploy_local.py``): (a) insecure, 2 SuperNodes, 2 rounds through the script's ``main``;
+(b) TLS + SuperNode authentication: registered nodes run, an unregistered key and a node without
+the CA are refused; (c) a SuperNode killed mid-run; (d) Flower's Ray simulation against an existing
+Ray cluster started with ``ray start --head`` on 127.0.0.1. Each bounds its waits and stops every
+process it started by PID. Deployment mode starts a fresh ClientApp process per message, so the
+runs are tiny: 2 rounds, 1 local epoch, the embedded ml-digits data.
+
+The fast tests check what a deployment depends on: the FAB (the app code each ``flwr run`` ships)
+holds every module of the app, the CLI connection entry, and the process-tree cleanup.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from fedapp.deploy import (
+    LocalDeployment,
+    descendants,
+    main as deploy_main,
+    make_certs,
+    stop_tree,
+)
+from fedapp.simulate import free_port, main as simulate_main, to_override_string
+from tests.conftest import assert_finished
+
+ROOT = Path(__file__).resolve().parents[1]
+APP_PACKAGES = ("fedapp", "strategies", "clients", "partitions")
+TINY_RUN = {"num-server-rounds": 2, "local-epochs": 1}
+RUN_TIMEOUT = 900.0  # seconds for one 2-round deployment run on a loaded 2-core CI machine
+
+needs_cert_tools = pytest.mark.skipif(
+    not (shutil.which("openssl") and shutil.which("ssh-keygen")),
+    reason="openssl and ssh-keygen are needed for TLS certificates and SuperNode keys",
+)
+
+
+def _alive_descendants() -> list[int]:
+    """This test process's living (non-zombie) descendants."""
+    alive = []
+    for pid, _ in descendants(os.getpid()):
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+# --------------------------------------------------------------------------------------------
+# Fast checks
+
+
+def _project_files() -> dict[str, Path]:
+    """The files ``flwr run`` would collect, minus the virtual environment and .git (never shipped)."""
+    files: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        dirnames[:] = [d for d in dirnames if not (Path(dirpath) == ROOT and d in {".venv", ".git"})]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                files[path.relative_to(ROOT).as_posix()] = path
+    return files
+
+
+def test_fab_ships_every_module_of_the_app():
+    """Every .py of the app packages reaches the SuperNodes: flwr's FAB build silently drops
+    ``**/test_*.py`` and ``**/*_test.py`` and everything .gitignore matches."""
+    from flwr.cli.build import build_fab_from_files
+
+    files = _project_files()
+    fab, _ = build_fab_from_files(files)
+    shipped = set(zipfile.ZipFile(io.BytesIO(fab)).namelist())
+    modules = sorted(p for p in files if p.endswith(".py") and p.split("/")[0] in APP_PACKAGES
+                     and "__pycache__" not in p)
+    assert "fedapp/client_app.py" in modules and "fedapp/data/__init__.py" in modules
+    missing = [p for p in modules if p not in shipped]
+    assert not missing, (f"the FAB lacks {missing}: flwr drops files named test_*.py / *_test.py and "
+                         "files matched by .gitignore (anchor patterns like /data/); rename or re-anchor")
+
+
+def test_secure_by_default_needs_certificates(tmp_path):
+    with pytest.raises(ValueError, match="insecure=True"):
+        LocalDeployment(tmp_path / "w")
+    with pytest.raises(ValueError, match="lacks ca.crt"):
+        LocalDeployment(tmp_path / "w", certs=tmp_path)
+    with pytest.raises(ValueError, match="connection="):
+        LocalDeployment(tmp_path / "w", insecure=True, connection="a.b")
+
+
+def test_connection_entry_in_isolated_flwr_home(tmp_path):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    for name in ("ca.crt", "server.pem", "server.key"):
+        (certs / name).write_text("x")
+    secure = LocalDeployment(tmp_path / "s", certs=certs, connection="lab")
+    secure.port = 9092
+    conf = tomllib.loads(secure.write_connection().read_text())
+    assert conf["superlink"]["default"] == "lab"
+    assert conf["superlink"]["lab"] == {"address": "127.0.0.1:9092",
+                                        "root-certificates": str(certs.resolve() / "ca.crt")}
+    insecure = LocalDeployment(tmp_path / "i", insecure=True)
+    insecure.port = 9093
+    conf = tomllib.loads(insecure.write_connection().read_text())
+    assert conf["superlink"]["local-deployment"] == {"address": "127.0.0.1:9093", "insecure": True}
+    assert secure.env(secure.cli_home)["FLWR_HOME"] == str(secure.cli_home)
+
+
+def test_stop_tree_kills_descendants_that_left_the_process_group(tmp_path):
+    # A child that starts a grandchild in a new session (as flower-superlink does with SuperExec):
+    # a process-group kill alone would leave the grandchild running.
+    script = "setsid sleep 300 & sleep 300 & wait"
+    parent = subprocess.Popen(["bash", "-c", script], start_new_session=True)
+    deadline = time.monotonic() + 10
+    tree: list[tuple[int, int]] = []
+    while time.monotonic() < deadline and len(tree) < 2:
+        time.sleep(0.1)
+        tree = descendants(parent.pid)
+    assert len(tree) >= 2, tree
+    stop_tree(parent, grace=5)
+    assert parent.poll() is not None
+    time.sleep(0.3)
+    for pid, _ in tree:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
+
+
+def test_deploy_cli_fails_early_on_bad_input(capsys):
+    assert deploy_main(["--nodes", "0", "--insecure"]) == 2
+    assert "--nodes=0" in capsys.readouterr().err
+    assert deploy_main(["--insecure", "-c", 'algorithm="no-such-algorithm"']) == 2
+    assert "no-such-algorithm" in capsys.readouterr().err
+    assert not _alive_descendants()
+
+
+# --------------------------------------------------------------------------------------------
+# (a) insecure: the script end to end
+
+
+@pytest.mark.slow
+def test_insecure_deployment_two_supernodes_two_rounds(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    values = dict(TINY_RUN, **{"output-dir": str(run_dir)})
+    code = deploy_main(["--nodes", "2", "--insecure", "--workdir", str(tmp_path / "work"),
+                        "--timeout", str(RUN_TIMEOUT), "-c", to_override_string(values)])
+    out = capsys.readouterr().out
+    assert code == 0, out + (tmp_path / "work" / "flwr-run.log").read_text()[-3000:]
+    assert out.strip().splitlines()[-1] == f"results: {run_dir}"
+    rows, _ = assert_finished(run_dir, 2)
+    assert [r["clients_ok"] for r in rows] == [2, 2]
+    assert "INSECURE" in out
+    superlink_log = (tmp_path / "work" / "superlink.log").read_text()
+    assert "Option `--insecure` was set" in superlink_log
+    assert not _alive_descendants(), "the script left processes running"
+
+
+# --------------------------------------------------------------------------------------------
+# (b) TLS + SuperNode authentication
+
+
+@pytest.mark.slow
+@needs_cert_tools
+def test_tls_and_supernode_auth_only_registered_nodes_join(tmp_path):
+    certs = make_certs(tmp_path / "certs", nodes=3)  # keys 0, 1 registered; key 2 never
+    with LocalDeployment(tmp_path / "work", certs=certs) as deployment:
+        deployment.start_superlink()
+        link_log = deployment.superlink.log()  # type: ignore[union-attr]
+        assert "--insecure" not in " ".join(deployment.superlink.argv)  # type: ignore[union-attr]
+        assert "SuperNode authentication is disabled" not in link_log
+        for i in (0, 1):
+            deployment.register(deployment.key_path(i).with_suffix(".pub"), name=f"supernode-{i}")
+        for i in (0, 1):
+            deployment.start_supernode(i, 2)
+        unregistered = deployment.start_supernode(1, 2, key_index=2, max_retries=0, name="unregistered")
+        no_ca = deployment.start_supernode(0, 2, with_ca=False, max_retries=0, name="no-ca")
+        online = deployment.wait_online(2)
+
+        # flwr 1.41: exit code 305 = "Failed to initialize the connection to the SuperLink".
+        assert unregistered.wait(timeout=120) == 305, unregistered.log()[-2000:]
+        assert "[code: 2004] Failed to activate SuperNode" in unregistered.log()
+        assert no_ca.wait(timeout=120) == 305, no_ca.log()[-2000:]
+        assert "CERTIFICATE_VERIFY_FAILED" in no_ca.log()
+        assert len(online) == 2
+        assert len([n for n in deployment.nodes() if n["status"] == "online"]) == 2
+
+        run_dir = tmp_path / "run"
+        outcome = deployment.run(dict(TINY_RUN, **{"output-dir": str(run_dir)}), timeout=RUN_TIMEOUT, echo=False)
+        assert outcome.status == "finished:completed"
+        rows, _ = assert_finished(run_dir, 2)
+        assert [(r["clients_selected"], r["clients_ok"]) for r in rows] == [(2, 2), (2, 2)]
+    assert not _alive_descendants()
+
+
+# --------------------------------------------------------------------------------------------
+# (c) a SuperNode crashes in the middle of a run
+
+
+@pytest.mark.slow
+def test_supernode_killed_mid_run_round_goes_on_with_the_others(tmp_path):
+    run_dir = tmp_path / "run"
+    with LocalDeployment(tmp_path / "work", insecure=True) as deployment:
+        deployment.start_superlink()
+        nodes = [deployment.start_supernode(i, 3) for i in range(3)]
+        deployment.wait_online(3)
+        killed = threading.Event()
+        done = threading.Event()
+
+        def crash_node_2_after_round_1() -> None:
+            # metrics.jsonl gets its first line when round 1 ends: round 2 has just been sent out.
+            while not done.wait(0.5):
+                metrics = run_dir / "metrics.jsonl"
+                if metrics.is_file() and metrics.read_text().strip():
+                    deployment.kill(nodes[2], signal.SIGKILL)
+                    killed.set()
+                    return
+
+        watcher = threading.Thread(target=crash_node_2_after_round_1, daemon=True)
+        watcher.start()
+        try:
+            outcome = deployment.run(dict(TINY_RUN, **{"output-dir": str(run_dir)}), timeout=RUN_TIMEOUT,
+                                     echo=False)
+        finally:
+            done.set()
+            watcher.join(timeout=60)
+        assert killed.is_set(), "round 1 never ended"
+        assert nodes[2].popen.returncode == -signal.SIGKILL
+        rows, _ = assert_finished(run_dir, 2)
+        assert (rows[0]["clients_selected"], rows[0]["clients_ok"], rows[0]["clients_failed"]) == (3, 3, 0)
+        assert (rows[1]["clients_ok"], rows[1]["clients_failed"]) == (2, 1), rows[1]
+        server_log = "".join(outcome.lines)
+        assert "round 2: a client failed" in server_log
+        assert "Node Unavailable" in server_log  # the SuperLink's error reply after missed heartbeats
+        assert outcome.status == "finished:completed"
+    assert not _alive_descendants()
+
+
+# --------------------------------------------------------------------------------------------
+# (d) Flower's Ray simulation on an existing Ray cluster (loopback head node)
+
+
+@pytest.mark.slow
+def test_simulation_runs_on_an_existing_ray_cluster(tmp_path, monkeypatch):
+    ray = Path(sys.executable).parent / "ray"
+    port = free_port()
+    # A short private temp dir: Ray's socket paths must stay under 107 characters, and
+    # `ray_current_cluster` lands there instead of /tmp/ray, so other Ray users on this machine
+    # never attach to this cluster by accident.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env.pop("RAY_ADDRESS", None)
+    # --block keeps `ray start` in the foreground as the parent of GCS/raylet, so the cluster is
+    # stopped by PID (stop_tree) instead of `ray stop`, which would stop every Ray on the machine.
+    head = subprocess.Popen(
+        [str(ray), "start", "--head", "--block", "--port", str(port), "--node-ip-address", "127.0.0.1",
+         "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(200 * 1024 * 1024),
+         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp_dir)],
+        env=env, stdout=open(tmp_path / "ray-head.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in (tmp_path / "ray-head.log").read_text(errors="replace"):
+            assert head.poll() is None, (tmp_path / "ray-head.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "ray start --head did not come up in 120 s"
+            time.sleep(1)
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        run_dir = tmp_path / "run"
+        values = {"num-server-rounds": 1, "local-epochs": 1, "output-dir": str(run_dir)}
+        code = simulate_main(["--nodes", "2", "--flwr-home", str(tmp_path / "flwr"), "--timeout", "600",
+                              "-c", to_override_string(values)])
+        assert code == 0, (run_dir / "simulation.log").read_text()[-3000:]
+        assert_finished(run_dir, 1)
+        # The simulation attached to this cluster as a driver instead of starting its own Ray.
+        logs = list((temp_dir / "session_latest" / "logs").glob("python-core-driver-*"))
+        assert logs, sorted(p.name for p in (temp_dir / "session_latest" / "logs").iterdir())
+    finally:
+        stop_tree(head, grace=20)
+        shutil.rmtree(temp_dir, ignore_errors=True)
