@@ -80,6 +80,14 @@ class RunConfig:
     output_dir: str = ""
     device: str = ""
     eval_batch_size: int = 512
+    # SphereFed / FedLGT (issue 7): multi-label baselines of the FedNCAlign-ML tables
+    spherefed_scale: float = 16.0  # SphereFed: s in logit_c = s * cos(z, w_c) (fixed orthonormal classifier)
+    spherefed_ridge: float = 0.01  # SphereFed: lambda in W* = (sum_k Z_k^T Z_k + lambda I)^-1 sum_k Z_k^T Y_k
+    spherefed_calibrate_every: int = 1  # SphereFed: calibrate every N rounds and after the last; 0 = last only
+    fedlgt_layers: int = 1  # FedLGT: encoder layers over image + label tokens (C-Tran/FedLGT: 3; 1 for CPU cost)
+    fedlgt_max_known_fraction: float = 0.75  # FedLGT: most labels revealed as known states in training; 0 = none
+    fedlgt_uncertainty_margin: float = 0.02  # FedLGT CA-MLE: labels with |p_global - 0.5| <= margin made unknown
+    fedlgt_label_embeddings: str = "text"  # FedLGT: stored text embeddings ("text") or seeded random ("random")
     # FedProx / SCAFFOLD / FedCurv (issue 7): baselines of the FedNCAlign-ML tables
     mu: float = 0.01  # FedProx: weight of the proximal term (mu/2)||w - w_global||^2
     server_lr: float = 1.0  # SCAFFOLD: global step size eta_g of x <- x + eta_g * mean(y_k - x)
@@ -163,6 +171,26 @@ class RunConfig:
         _check(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
         _check(self.eval_batch_size >= 1, "eval-batch-size", self.eval_batch_size, "an integer >= 1")
+        # SphereFed / FedLGT (issue 7)
+        _check(self.spherefed_scale > 0, "spherefed-scale", self.spherefed_scale, "a number > 0")
+        _check(self.spherefed_ridge >= 0, "spherefed-ridge", self.spherefed_ridge, "a number >= 0 (> 0 keeps the system solvable)")
+        _check(
+            self.spherefed_calibrate_every >= 0, "spherefed-calibrate-every", self.spherefed_calibrate_every,
+            "an integer >= 0 (0: calibrate only after the last round)",
+        )
+        _check(self.fedlgt_layers >= 1, "fedlgt-layers", self.fedlgt_layers, "an integer >= 1")
+        _check(
+            0 <= self.fedlgt_max_known_fraction < 1, "fedlgt-max-known-fraction", self.fedlgt_max_known_fraction,
+            "a number in [0, 1) (0: no label mask training)",
+        )
+        _check(
+            0 <= self.fedlgt_uncertainty_margin <= 0.5, "fedlgt-uncertainty-margin", self.fedlgt_uncertainty_margin,
+            "a number in [0, 0.5]",
+        )
+        _check(
+            self.fedlgt_label_embeddings in ("text", "random"), "fedlgt-label-embeddings",
+            self.fedlgt_label_embeddings, "text or random",
+        )
         # FedProx / SCAFFOLD / FedCurv (issue 7)
         _check(self.mu >= 0, "mu", self.mu, "a number >= 0 (0 makes FedProx FedAvg)")
         _check(self.server_lr > 0, "server-lr", self.server_lr, "a number > 0 (1 is the paper's default)")

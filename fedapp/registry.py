@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from clients.base import BaseClient
 from clients.centralized import CentralizedClient
 from clients.fedavg import FedAvgClient
+from clients.fedlgt import FedLGTClient
+from clients.spherefed import SphereFedClient
 from clients.fedcurv import FedCurvClient
 from clients.fedprox import FedProxClient
 from clients.scaffold import ScaffoldClient
@@ -30,6 +32,8 @@ from strategies.fedrod import FedRoDStrategy
 from strategies.ratio_loss import RatioLossStrategy
 from strategies.centralized import CentralizedStrategy
 from strategies.fedavg import FedAvgStrategy
+from strategies.fedlgt import FedLGTStrategy
+from strategies.spherefed import SphereFedStrategy
 from strategies.fedcurv import FedCurvStrategy
 from strategies.fedprox import FedProxStrategy
 from strategies.scaffold import ScaffoldStrategy
@@ -43,6 +47,8 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "fedavg": Algorithm(FedAvgStrategy, FedAvgClient),
+    "spherefed": Algorithm(SphereFedStrategy, SphereFedClient),
+    "fedlgt": Algorithm(FedLGTStrategy, FedLGTClient),
     "centralized": Algorithm(CentralizedStrategy, CentralizedClient),
     "fedprox": Algorithm(FedProxStrategy, FedProxClient),
     "scaffold": Algorithm(ScaffoldStrategy, ScaffoldClient),
