@@ -15,3 +15,6 @@ from strategies.base import FederatedStrategy
 
 class FedPerStrategy(FederatedStrategy):
     """FedAvg over the body only (the clients send no head)."""
+
+    # No global head exists: tables print its GM columns as "-" (see fedapp.tables).
+    has_global_model = False

@@ -17,3 +17,6 @@ from strategies.base import FederatedStrategy
 
 class FedRepStrategy(FederatedStrategy):
     """FedAvg over the representation only."""
+
+    # No global head exists: tables print its GM columns as "-" (see fedapp.tables).
+    has_global_model = False
