@@ -578,6 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C must stop what was started, even where a launching shell set SIGINT to "ignore"
+    # (non-interactive shells do that for background jobs, and Python keeps an inherited ignore).
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         outcome = deploy(args)
     except (ConfigError, ValueError, FileNotFoundError) as error:
@@ -591,6 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     print(f"results: {outcome.run_dir}", flush=True)
     return 0
 

@@ -171,6 +171,43 @@ def test_insecure_deployment_two_supernodes_two_rounds(tmp_path, capsys):
     assert not _alive_descendants(), "the script left processes running"
 
 
+def _processes_under(directory: Path) -> list[int]:
+    """PIDs whose working directory is inside ``directory`` (the harness starts each process there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if Path(os.readlink(entry / "cwd")).is_relative_to(directory):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_everything_the_script_started(tmp_path):
+    workdir = tmp_path / "work"
+    log = tmp_path / "script.log"
+    script = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "deploy_local.py"), "--nodes", "2", "--insecure",
+         "--workdir", str(workdir), "-c", to_override_string(dict(TINY_RUN, **{"output-dir": str(tmp_path / "run")}))],
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while "SuperNodes online" not in log.read_text():
+            assert script.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+        assert len(_processes_under(workdir)) >= 3  # SuperLink, 2 SuperNodes (+ SuperExecs, flwr run)
+        script.send_signal(signal.SIGINT)
+        assert script.wait(timeout=120) == 130
+        assert "interrupted: stopped the SuperLink and SuperNodes" in log.read_text()
+        time.sleep(1)
+        assert not _processes_under(workdir), "processes survived Ctrl-C"
+    finally:
+        stop_tree(script)
+
+
 # --------------------------------------------------------------------------------------------
 # (b) TLS + SuperNode authentication
 
