@@ -369,13 +369,15 @@ def test_raising_and_nan_clients_are_excluded_and_the_run_finishes(tmp_path, reg
 def test_failures_and_rejections_are_logged_with_the_client(tmp_path, caplog):
     import logging
 
-    logging.getLogger("flwr").propagate = True
+    flwr_logger = logging.getLogger("flwr")
+    propagate = flwr_logger.propagate
+    flwr_logger.propagate = True  # Flower's logger does not propagate to caplog's root handler
     try:
         with caplog.at_level(logging.WARNING, logger="flwr"):
             run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(tmp_path / "run"),
                            "fault-injection": "raise:0:2,nan:1:2", "max-update-norm": 1e6}, 2)
     finally:
-        logging.getLogger("flwr").propagate = False
+        flwr_logger.propagate = propagate
     text = caplog.text
     assert "round 2: a client failed: node 1 (partition 0)" in text and "fault-injection" in text
     assert "round 2: rejected the update of node 2 (partition 1): array 0 has non-finite values" in text
@@ -436,8 +438,11 @@ def test_min_available_clients_beyond_the_federation_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------- real Flower (slow)
 @pytest.mark.slow
-def test_flower_simulation_with_a_failing_supernode_finishes(flower_run):
-    """Real ``flwr run`` on Ray, 10 SuperNodes: node 3 raises in round 1, node 5 sends NaN in round 2."""
+def test_flower_simulation_with_a_failing_supernode_finishes_and_resumes(flower_run, tmp_path):
+    """Real ``flwr run`` on Ray, 10 SuperNodes: node 3 raises in round 1, node 5 sends NaN in round 2;
+    then ``resume=<run dir>`` continues the finished 2-round run to round 3 through ``flwr run`` too."""
+    from fedapp.simulate import main as simulate_main, to_override_string
+
     run_dir, rows, summary = flower_run(
         {"local-epochs": 1, "checkpoint-every": 1, "fault-injection": "raise:3:1,nan:5:2"}, nodes=10, rounds=2)
     assert (rows[0]["clients_failed"], rows[0]["clients_ok"]) == (1, 9)
@@ -447,4 +452,15 @@ def test_flower_simulation_with_a_failing_supernode_finishes(flower_run):
     assert summary["clients_failed_total"] == 1 and summary["clients_rejected_total"] == 1
     assert load_checkpoint(run_dir).server_round == 2
     log = (run_dir / "simulation.log").read_text()
-    assert "partition 3" in log or "fault-injection: partition 3" in log
+    assert "ClientApp raised: fault-injection: partition 3 raises in round 1" in log
+    assert "rejected the update of node" in log and "(partition 5): array 0 has non-finite values" in log
+
+    code = simulate_main(["--nodes", "10", "--flwr-home", str(tmp_path / "flwr"), "-c", to_override_string(
+        {"resume": str(run_dir), "num-server-rounds": 3, "local-epochs": 1})])
+    assert code == 0, f"resume failed; see {run_dir / 'simulation.log'}"
+    resumed = rows_of(run_dir)
+    assert [r["round"] for r in resumed] == [1, 2, 3]
+    assert resumed[:2] == rows  # the checkpoint's rows, unchanged
+    assert resumed[2]["clients_ok"] == 10 and load_checkpoint(run_dir).server_round == 3
+    assert len(load_checkpoint(run_dir).generations) == 2
+    assert json.loads((run_dir / "summary.json").read_text())["rounds"] == 3
