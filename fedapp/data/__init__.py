@@ -121,14 +121,15 @@ def _hold_out_cached(dataset: str, data_root: str, imbalance_factor: float, val_
 
 def federate(config: RunConfig, num_partitions: int) -> FederatedSplit:
     """Split ``config.dataset`` over ``num_partitions`` clients (deterministic, cached)."""
-    key = tuple(getattr(config, f) for f in _SPLIT_FIELDS)
-    return _federate_cached(key, config, num_partitions)
+    return _federate_cached(tuple(getattr(config, f) for f in _SPLIT_FIELDS), num_partitions)
 
 
 @lru_cache(maxsize=4)
-def _federate_cached(key: tuple, config: RunConfig, num_partitions: int) -> FederatedSplit:
+def _federate_cached(key: tuple, num_partitions: int) -> FederatedSplit:
+    """Cached on the split-relevant fields only: output-dir, device etc. do not re-split the data."""
     from partitions import local_test_indices, partition_dataset
 
+    config = RunConfig(**dict(zip(_SPLIT_FIELDS, key)))
     if num_partitions < 1:
         raise ConfigError(f"num-partitions={num_partitions} is not allowed; allowed: an integer >= 1")
     held_out = hold_out(config)
