@@ -113,6 +113,16 @@ class RunConfig:
     ratio_loss_alpha: float = 1.0  # Ratio Loss: class weight w_c = alpha + beta * Ra_c
     ratio_loss_beta: float = 0.1  # Ratio Loss: see ratio-loss-alpha
     ratio_loss_aux_per_class: int = 8  # Ratio Loss: server's auxiliary samples per class (validation split)
+    # FedLoGe (issue 5): SSE-C trains the backbone; GA-FR (server) and LA-FR (clients) realign the heads
+    fedloge_classifier: str = "sse-c"  # FedLoGe: fixed classifier "sse-c" (sparse, Eq. 3-5) or "etf" (dense; Table 3)
+    sparsity: float = 0.6  # FedLoGe: beta, fraction of zero entries of every SSE-C class vector
+    sse_c_norm: float = 1.0  # FedLoGe: gamma, the norm of every class vector of SSE-C (and of the "etf" ablation)
+    head_aggregation: str = "classwise"  # FedLoGe: aggregate psi "classwise" (authors' code) or by "fedavg"
+    ga_fr: bool = True  # FedLoGe: global model uses psi_c / ||psi_c|| (Eq. 6); false: raw psi
+    global_head: str = "psi"  # FedLoGe: global model's classifier "psi" (paper) or "sse-c" (the fixed one)
+    la_fr: bool = True  # FedLoGe: personal head phi'_kc = psi_c/||psi_c|| * ||phi_kc|| (Eq. 7); false: raw phi_k
+    la_fr_finetune_epochs: int = 0  # FedLoGe: local epochs fine-tuning the personal head before evaluation
+    fedloge_head_lr: float = 0.03  # FedLoGe: SGD step size of psi and phi_k (the authors' code; momentum: the run's)
 
     # ----------------------------------------------------------------- parsing
     @classmethod
@@ -208,6 +218,23 @@ class RunConfig:
             "a number > 0 when ratio-loss-alpha is 0 (the class weights must be positive)",
         )
         _check(self.ratio_loss_aux_per_class >= 1, "ratio-loss-aux-per-class", self.ratio_loss_aux_per_class, "an integer >= 1")
+        # FedLoGe (issue 5)
+        _check(
+            self.fedloge_classifier in ("sse-c", "etf"), "fedloge-classifier", self.fedloge_classifier,
+            "sse-c (sparse ETF, FedLoGe Eq. 3-5) or etf (dense simplex ETF)",
+        )
+        _check(0 <= self.sparsity < 1, "sparsity", self.sparsity, "a number in [0, 1) (fraction of zero entries)")
+        _check(self.sse_c_norm > 0, "sse-c-norm", self.sse_c_norm, "a number > 0 (class-vector norm gamma)")
+        _check(
+            self.head_aggregation in ("classwise", "fedavg"), "head-aggregation", self.head_aggregation,
+            "classwise or fedavg",
+        )
+        _check(self.global_head in ("psi", "sse-c"), "global-head", self.global_head, "psi or sse-c")
+        _check(
+            self.la_fr_finetune_epochs >= 0, "la-fr-finetune-epochs", self.la_fr_finetune_epochs,
+            "an integer >= 0 (0: no fine-tuning)",
+        )
+        _check(self.fedloge_head_lr > 0, "fedloge-head-lr", self.fedloge_head_lr, "a number > 0")
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
         _check(self.weight_decay >= 0, "weight-decay", self.weight_decay, "a number >= 0")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")

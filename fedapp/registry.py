@@ -16,6 +16,7 @@ from clients.ditto import DittoClient
 from clients.fedbabu import FedBABUClient
 from clients.fedbn import FedBNClient
 from clients.fedetf import FedETFClient
+from clients.fedloge import FedLoGeClient
 from clients.fedper import FedPerClient
 from clients.fedrep import FedRepClient
 from clients.fedrod import FedRoDClient
@@ -26,6 +27,7 @@ from strategies.ditto import DittoStrategy
 from strategies.fedbabu import FedBABUStrategy
 from strategies.fedbn import FedBNStrategy
 from strategies.fedetf import FedETFStrategy
+from strategies.fedloge import FedLoGeStrategy
 from strategies.fedper import FedPerStrategy
 from strategies.fedrep import FedRepStrategy
 from strategies.fedrod import FedRoDStrategy
@@ -61,6 +63,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "fedrod": Algorithm(FedRoDStrategy, FedRoDClient),
     "fedetf": Algorithm(FedETFStrategy, FedETFClient),
     "ratio-loss": Algorithm(RatioLossStrategy, RatioLossClient),
+    "fedloge": Algorithm(FedLoGeStrategy, FedLoGeClient),
 }
 
 

@@ -1,0 +1,178 @@
+"""FedLoGe client (Xiao et al., ICLR 2024, "FedLoGe: Joint Local and Generic Federated Learning
+under Long-tailed Data"), Algorithm 1's CLIENTUPDATE and stage 3 (LA-FR).
+
+Model (:class:`fedapp.models.fedloge_net.FedLoGeNet`): backbone theta -> pooled features h -> the
+fixed classifier W (SSE-C, rebuilt here from the seed and never sent; ``fedloge-classifier=etf``:
+the dense ETF), the global auxiliary head psi and the local head phi_k. Each local step
+(:func:`fedapp.models.fedloge_net.fedloge_loss`):
+
+    theta <- theta - eta * grad_theta CE(h @ W, y)                      (line 4: W fixed)
+    psi   <- psi   - eta * grad_psi   CE(psi(h), y),  h constant        (line 5: theta fixed)
+    phi_k <- phi_k - eta * grad_phi   CE(phi_k(h), y)
+
+for ``local-epochs`` epochs with the run's optimizer (the paper says SGD without a learning rate;
+``optimizer=sgd`` gives it). theta (with its BN statistics) and psi are returned; phi_k is excluded
+from the shared keys, so the base client keeps it in ``context.state``. The fit metrics add the
+checksum of the W this client rebuilt (the server rejects the update if it differs from its own) and
+the client's class counts (for the class-wise aggregation of psi; C integers).
+
+Personalized model (federated evaluation, PM): LA-FR (Eq. 7),
+
+    phi'_{k,c} = psi_c / ||psi_c||_2 * ||phi_{k,c}||_2
+
+with psi the global head just received (``la-fr=false``: the raw phi_k), then, with
+``la-fr-finetune-epochs`` > 0, a fine-tuning of that head alone on the local training data (theta
+frozen; Algorithm 1 line 12; evaluation only, the stored phi_k is unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from clients.base import BaseClient
+from clients.fedetf import pooled_features
+from fedapp.config import RunConfig
+from fedapp.data.base import DatasetBundle, class_counts
+from fedapp.loops import make_loader, task_loss, train_epochs
+from fedapp.models.backbones import build_backbone
+from fedapp.models.fedloge_net import (
+    CHECKSUM_METRIC,
+    CLASS_COUNTS_METRIC,
+    GLOBAL_HEAD,
+    LOCAL_HEAD,
+    FedLoGeNet,
+    LinearHead,
+    encode_counts,
+    fedloge_loss,
+    fixed_classifier,
+    global_classifier,
+    personal_classifier,
+)
+from fedapp.params import shared_keys
+
+HEAD_SEED_OFFSET = 4099  # psi/phi init seed = seed + 4099: distinct from the SSE-C's and the data's draws
+
+
+class FedLoGeClient(BaseClient):
+    """Backbone against the fixed SSE-C, global and local heads on its features; LA-FR personal head."""
+
+    @classmethod
+    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
+        if bundle.task != "singlelabel":
+            raise ValueError(
+                f"algorithm 'fedloge' needs single-label data; dataset {bundle.name!r} is {bundle.task} "
+                "(use dataset=lt-digits, cifar10-lt, cifar100-lt or imagenet-lt)"
+            )
+        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
+        fixed = fixed_classifier(
+            config.fedloge_classifier, bundle.num_classes, backbone.out_dim, config.sparsity, config.sse_c_norm,
+            config.seed,
+        )
+        return FedLoGeNet(backbone, backbone.out_dim, fixed, head_seed=config.seed + HEAD_SEED_OFFSET)
+
+    @classmethod
+    def shared_keys_of(cls, model: nn.Module) -> list[str]:
+        return shared_keys(model, exclude_prefixes=[LOCAL_HEAD])
+
+    def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
+        return fedloge_loss(model, images, targets)
+
+    def local_train(self, config: dict[str, Any]) -> dict[str, float]:
+        """``local-epochs`` of Algorithm 1: theta with the run's optimizer, psi and phi_k with SGD.
+
+        The heads use SGD (the paper's optimizer; the run's lr, momentum and weight decay) whatever
+        ``optimizer`` says: GA-FR and LA-FR read class cardinality from the heads' row norms, which
+        gradient descent on CE produces (rare and absent classes get small gradients) and Adam's
+        per-coordinate step normalisation erases. theta follows the run's optimizer, as in every
+        other algorithm here, so the comparison with FedAvg changes the method, not the optimizer.
+        """
+        cfg = self.config
+        heads = (GLOBAL_HEAD, LOCAL_HEAD)
+        theta = [p for name, p in self.model.named_parameters() if not name.startswith(heads)]
+        head_params = [p for name, p in self.model.named_parameters() if name.startswith(heads)]
+        optimizer = OptimizerChain([
+            self.make_optimizer(theta),
+            torch.optim.SGD(head_params, lr=cfg.fedloge_head_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+        ])
+        return train_epochs(self.model, self.train_loader(config), optimizer, self.loss, cfg.local_epochs, self.device)
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        arrays, num_examples, metrics = super().fit(parameters, config)
+        metrics[CHECKSUM_METRIC] = self.model.fixed_checksum
+        metrics[CLASS_COUNTS_METRIC] = encode_counts(class_counts(self.train_set.labels, self.bundle.num_classes))
+        return arrays, num_examples, metrics
+
+    # ----------------------------------------------------------- personalization
+    def personal_head(self) -> torch.Tensor:
+        """The personal class vectors ``(C, d)``: LA-FR (or raw phi_k), then the optional fine-tune."""
+        head = personal_classifier(self.model, self.config.la_fr)
+        if self.config.la_fr_finetune_epochs > 0:
+            head = self.finetune_head(head)
+        return head
+
+    def finetune_head(self, head: torch.Tensor) -> torch.Tensor:
+        """``la-fr-finetune-epochs`` of CE on the local training data, only the head trains.
+
+        theta is frozen, so the pooled features are computed once (eval mode: global BN statistics).
+        """
+        features, labels = pooled_features(self.model, self.train_set, self.device, self.config.eval_batch_size)
+        linear = nn.Linear(head.shape[1], head.shape[0], bias=False).to(self.device)
+        with torch.no_grad():
+            linear.weight.copy_(head)
+        seed = self.config.seed * 1_000_003 + self.partition_id
+        loader = make_loader(TensorDataset(features, labels), self.config.batch_size, shuffle=True, seed=seed)
+        train_epochs(
+            linear, loader, self.make_optimizer(linear.parameters()), task_loss("singlelabel"),
+            self.config.la_fr_finetune_epochs, self.device,
+        )
+        return linear.weight.detach().clone()
+
+    def personalized_model(self) -> nn.Module:
+        return LinearHead(self.model, self.personal_head())
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        """PM on the local test set, plus the ablation variants from the same features.
+
+        ``accuracy`` is the configured personal model; ``accuracy_la_fr`` LA-FR without fine-tuning,
+        ``accuracy_local_head`` the raw phi_k, ``accuracy_global`` the global model (as the server
+        evaluates it) on this client's local test set.
+        """
+        if self.local_test_set is None:
+            raise RuntimeError(f"dataset {self.bundle.name!r} has no local test sets")
+        self.receive(parameters, config)
+        features, labels = pooled_features(self.model, self.local_test_set, self.device, self.config.eval_batch_size)
+        heads = {
+            "accuracy": self.personal_head(),
+            "accuracy_la_fr": personal_classifier(self.model, realign=True),
+            "accuracy_local_head": personal_classifier(self.model, realign=False),
+            "accuracy_global": global_classifier(self.model, self.config.global_head, self.config.ga_fr),
+        }
+        metrics = {name: head_accuracy(features, labels, head) for name, head in heads.items()}
+        return 1.0 - metrics["accuracy"], len(self.local_test_set), metrics
+
+
+class OptimizerChain:
+    """Several optimizers over disjoint parameters, stepped together (what ``train_epochs`` calls)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def head_accuracy(features: torch.Tensor, labels: torch.Tensor, head: torch.Tensor) -> float:
+    """Top-1 accuracy of the class vectors ``head`` (C x d) on pooled ``features``."""
+    predictions = F.linear(features, head.to(features.device)).argmax(dim=1)
+    return float((predictions == labels).float().mean())

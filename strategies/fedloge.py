@@ -1,0 +1,201 @@
+"""FedLoGe (Xiao et al., ICLR 2024, "FedLoGe: Joint Local and Generic Federated Learning under
+Long-tailed Data"): SSE-C, class-wise aggregation of the auxiliary head, GA-FR.
+
+Before round 1 the server builds the Static Sparse ETF Classifier W (Eq. 3-5; ``sparsity`` = beta,
+``sse-c-norm`` = gamma; :func:`fedapp.models.sse_c.build_sse_c`) from the run seed and logs its
+construction report (also written to ``<run dir>/fixed_classifier.json``). W never travels: every
+client rebuilds it from the same seed and reports its checksum with each update; an update whose
+checksum differs from the server's is rejected (it was trained against another classifier).
+
+Aggregation of the shared model w = {theta, psi} (clients keep phi_k):
+
+    theta_{t+1}  = sum_k (n_k / n) theta_k                                   (FedAvg)
+    psi_{t+1,c}  = sum_k a_{k,c} psi_{k,c},   a_{k,c} ∝ (n_k / n) * p_k[c] / sum_k' p_k'[c]
+
+with p_k client k's class proportions (``head-aggregation=classwise``, the authors' code; the
+weights are normalised per class, i.e. a_{k,c} = n_{k,c} / n_c; see
+:func:`fedapp.models.feature_realignment.classwise_head_weights`) or a_{k,c} = n_k / n
+(``head-aggregation=fedavg``).
+
+Global model for evaluation (GM), GA-FR (Eq. 6): z = h @ psi'^T with psi'_c = psi_c / ||psi_c||_2
+(``ga-fr=false``: raw psi; ``global-head=sse-c``: z = h @ W, the authors' code's default). The psi
+that travels stays un-normalised: GA-FR is Algorithm 1's stage 2, applied to the model the server
+evaluates. Every round also records the other variants from the same features (``*_gm_psi_ga_fr``,
+``*_gm_psi``, ``*_gm_fixed`` on validation and test; ``test_pm_la_fr``, ``test_pm_local_head``,
+``test_pm_global`` from the clients), so one run gives the GA-FR/LA-FR rows of the paper's Table 3.
+"""
+
+from __future__ import annotations
+
+import json
+from logging import INFO, WARNING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.common import EvaluateRes, FitRes, Scalar, log, parameters_to_ndarrays
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy.aggregate import aggregate_inplace
+from torch import nn
+
+from clients.fedetf import pooled_features
+from fedapp.checkpoint import CheckpointError
+from fedapp.metrics import singlelabel_metrics
+from fedapp.models.fedloge_net import (
+    CHECKSUM_METRIC,
+    CLASS_COUNTS_METRIC,
+    GLOBAL_HEAD,
+    FedLoGeNet,
+    LinearHead,
+    decode_counts,
+    fixed_classifier,
+    global_classifier,
+)
+from fedapp.models.feature_realignment import aggregate_head, classwise_head_weights, ga_fr
+from fedapp.params import set_arrays
+from strategies.base import FederatedStrategy, ServerSetup
+
+# Federated-evaluation metrics of the clients -> metrics.jsonl names (means over clients).
+PM_VARIANTS = {"accuracy_la_fr": "test_pm_la_fr", "accuracy_local_head": "test_pm_local_head",
+               "accuracy_global": "test_pm_global"}
+
+
+class FedLoGeStrategy(FederatedStrategy):
+    """FedAvg of theta, class-wise aggregation of psi, GA-FR global model, SSE-C checksum check."""
+
+    def __init__(self, setup: ServerSetup) -> None:
+        super().__init__(setup)
+        cfg = self.config
+        net = setup.model
+        if not isinstance(net, FedLoGeNet):
+            raise TypeError(f"strategy 'fedloge' needs the FedLoGe client's model, got {type(net).__name__}")
+        num_classes, dim = net.fixed_classifier.shape[1], net.fixed_classifier.shape[0]
+        # Built once per process (cached): the server model above already holds this W.
+        self.fixed = fixed_classifier(cfg.fedloge_classifier, num_classes, dim, cfg.sparsity, cfg.sse_c_norm, cfg.seed)
+        if self.fixed.checksum != net.fixed_checksum:
+            raise RuntimeError("the server model's fixed classifier differs from the strategy's")
+        self.num_classes = num_classes
+        self.psi_index = setup.keys.index(f"{GLOBAL_HEAD}weight")
+        report = self.fixed.report
+        log(INFO, "FedLoGe: %s (%d classes x dim %d, sparsity=%s, sse-c-norm=%s, seed=%s) built in %.2f s, "
+            "%s steps: norm mean %.6f var %.3g, angle mean %.3f deg min %.3f deg, checksum %s",
+            cfg.fedloge_classifier, num_classes, dim, cfg.sparsity, cfg.sse_c_norm, cfg.seed, report["seconds"],
+            report["steps"], report["norm_mean"], report["norm_var"], report["mean_angle_deg"],
+            report["min_angle_deg"], self.fixed.checksum[:16])
+        (self.recorder.run_dir / "fixed_classifier.json").write_text(json.dumps({
+            "kind": cfg.fedloge_classifier, "classes": num_classes, "dim": dim, "sparsity": cfg.sparsity,
+            "sse_c_norm": cfg.sse_c_norm, "seed": cfg.seed, "checksum": self.fixed.checksum, "report": report,
+        }, indent=2))
+
+    # --------------------------------------------------------------- updates
+    def validate_results(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> tuple[list[tuple[ClientProxy, FitRes]], int]:
+        """The base checks, then the fixed-classifier checksum and (class-wise) the class counts."""
+        accepted, rejected = super().validate_results(server_round, results)
+        kept = []
+        for proxy, res in accepted:
+            reason = self.fedloge_reason(res.metrics)
+            if reason is None:
+                kept.append((proxy, res))
+            else:
+                log(WARNING, "round %s: rejected the update of %s: %s", server_round,
+                    self._client_name(str(proxy.cid)), reason)
+        return kept, rejected + len(accepted) - len(kept)
+
+    def fedloge_reason(self, metrics: dict[str, Scalar]) -> str | None:
+        """Why a FedLoGe update cannot be aggregated, or None."""
+        checksum = metrics.get(CHECKSUM_METRIC)
+        if checksum != self.fixed.checksum:
+            if checksum is None:
+                return f"it sent no {CHECKSUM_METRIC!r} fit metric (not a FedLoGe client?)"
+            return (f"its fixed classifier has checksum {str(checksum)[:16]}..., the server's "
+                    f"{self.fixed.checksum[:16]}... (fedloge-classifier={self.config.fedloge_classifier}, "
+                    f"seed={self.config.seed}, sparsity={self.config.sparsity}, sse-c-norm={self.config.sse_c_norm}): "
+                    "it trained against another classifier (other settings, software or hardware)")
+        if self.config.head_aggregation == "classwise":
+            try:
+                decode_counts(metrics.get(CLASS_COUNTS_METRIC), self.num_classes)
+            except ValueError as error:
+                return f"head-aggregation=classwise needs its class counts: {error}"
+        return None
+
+    def aggregate_updates(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> list[np.ndarray]:
+        """FedAvg of everything, then psi's rows replaced by the class-wise average (if configured)."""
+        arrays = aggregate_inplace(results)
+        if self.config.head_aggregation == "classwise":
+            counts = np.stack([decode_counts(res.metrics[CLASS_COUNTS_METRIC], self.num_classes) for _, res in results])
+            sizes = np.array([res.num_examples for _, res in results], dtype=np.float64)
+            heads = [parameters_to_ndarrays(res.parameters)[self.psi_index] for _, res in results]
+            arrays[self.psi_index], _ = aggregate_head(heads, None, classwise_head_weights(counts, sizes))
+        return arrays
+
+    # ------------------------------------------------------------ evaluation
+    def global_model(self, arrays: list[np.ndarray]) -> nn.Module:
+        """theta with the configured global classifier (GA-FR psi by default)."""
+        set_arrays(self.setup.model, self.setup.keys, arrays)
+        return LinearHead(self.setup.model, global_classifier(self.setup.model, self.config.global_head,
+                                                              self.config.ga_fr))
+
+    def server_metrics(self, model: nn.Module) -> dict[str, float]:
+        """GM, many/medium/few of ``model`` and the accuracy of each head variant, on validation and test.
+
+        The backbone runs once per set; each head is a matmul on the pooled features.
+        """
+        if not isinstance(model, LinearHead):
+            return super().server_metrics(model)
+        net, cfg, data = model.net, self.config, self.setup.data
+        psi = net.global_head.weight.detach()
+        variants = {"gm_psi_ga_fr": ga_fr(psi), "gm_psi": psi, "gm_fixed": net.fixed_classifier.T}
+        sets = {"test": data.bundle.test}
+        if len(data.validation_indices):
+            sets["val"] = data.validation
+        metrics: dict[str, float] = {}
+        for prefix, dataset in sets.items():
+            features, labels = pooled_features(net, dataset, self.setup.device, cfg.eval_batch_size)
+            truth = labels.cpu().numpy()
+            main = _predict(features, model.weight)
+            values = singlelabel_metrics(truth, main, data.bundle.class_counts(),
+                                         cfg.many_shot_min or None, cfg.few_shot_max or None)
+            metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
+            for name, head in variants.items():
+                metrics[f"{prefix}_{name}"] = float(np.mean(_predict(features, head) == truth))
+        return metrics
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        """PM (base class) plus the means of the clients' PM variants."""
+        for key, name in PM_VARIANTS.items():
+            values = [float(res.metrics[key]) for _, res in results if key in res.metrics]
+            if values:
+                self.recorder.add(server_round, **{name: float(np.mean(values))})
+        return super().aggregate_evaluate(server_round, results, failures)
+
+    # ------------------------------------------------------------ checkpoint
+    def strategy_state(self) -> dict[str, np.ndarray]:
+        """W itself and its checksum: a resumed run must train against the very same classifier."""
+        return {
+            "fixed_classifier": self.fixed.matrix.numpy(),
+            "fixed_classifier_checksum": np.frombuffer(self.fixed.checksum.encode(), dtype=np.uint8).copy(),
+        }
+
+    def load_strategy_state(self, state: dict[str, np.ndarray]) -> None:
+        if "fixed_classifier_checksum" not in state:
+            raise CheckpointError("the checkpoint has no FedLoGe fixed-classifier checksum (not a fedloge run?)")
+        saved = bytes(np.asarray(state["fixed_classifier_checksum"], dtype=np.uint8)).decode()
+        if saved != self.fixed.checksum:
+            raise CheckpointError(
+                f"the checkpoint's fixed classifier (checksum {saved[:16]}...) differs from the one rebuilt now "
+                f"({self.fixed.checksum[:16]}...): the run was trained against another SSE-C/ETF; resume it "
+                "with the same fedloge-classifier, seed, sparsity and sse-c-norm on the same software"
+            )
+
+
+def _predict(features: torch.Tensor, head: torch.Tensor) -> np.ndarray:
+    return F.linear(features, head.to(features.device, features.dtype)).argmax(dim=1).cpu().numpy()
