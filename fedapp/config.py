@@ -113,6 +113,14 @@ class RunConfig:
     ratio_loss_alpha: float = 1.0  # Ratio Loss: class weight w_c = alpha + beta * Ra_c
     ratio_loss_beta: float = 0.1  # Ratio Loss: see ratio-loss-alpha
     ratio_loss_aux_per_class: int = 8  # Ratio Loss: server's auxiliary samples per class (validation split)
+    # FedNCAlign-ML (issue 4): L = BCE + lambda-rejection * L_rej + lambda-contrastive * L_con (Eq. 9)
+    lambda_rejection: float = 1.0  # FedNCAlign-ML: weight of the negative-feature rejection loss (paper: 1 or 0.01)
+    lambda_contrastive: float = 1.0  # FedNCAlign-ML: weight of the positive-feature contrastive loss (paper: 1)
+    tau: float = 0.5  # FedNCAlign-ML: cosine threshold of the rejection loss (value lost in the paper's text)
+    temperature: float = 0.5  # FedNCAlign-ML: temperature T of the contrastive loss over the ETF prototypes
+    use_ladm: bool = True  # FedNCAlign-ML: LADM class-wise features (false: global-average-pooled feature)
+    classifier: str = "etf"  # FedNCAlign-ML: "etf" fixed simplex-ETF classifier or "fc" learnable linear
+    ladm_queries: str = "etf"  # FedNCAlign-ML: LADM queries "etf" (fixed), "etf-learnable", "random-learnable"
     # FedLoGe (issue 5): SSE-C trains the backbone; GA-FR (server) and LA-FR (clients) realign the heads
     fedloge_classifier: str = "sse-c"  # FedLoGe: fixed classifier "sse-c" (sparse, Eq. 3-5) or "etf" (dense; Table 3)
     sparsity: float = 0.6  # FedLoGe: beta, fraction of zero entries of every SSE-C class vector
@@ -218,6 +226,32 @@ class RunConfig:
             "a number > 0 when ratio-loss-alpha is 0 (the class weights must be positive)",
         )
         _check(self.ratio_loss_aux_per_class >= 1, "ratio-loss-aux-per-class", self.ratio_loss_aux_per_class, "an integer >= 1")
+        # FedNCAlign-ML (issue 4)
+        _check(self.lambda_rejection >= 0, "lambda-rejection", self.lambda_rejection, "a number >= 0 (0: no rejection loss)")
+        _check(
+            self.lambda_contrastive >= 0, "lambda-contrastive", self.lambda_contrastive,
+            "a number >= 0 (0: no contrastive loss)",
+        )
+        _check(-1 <= self.tau < 1, "tau", self.tau, "a cosine threshold in [-1, 1)")
+        _check(self.temperature > 0, "temperature", self.temperature, "a number > 0")
+        _check(self.classifier in ("etf", "fc"), "classifier", self.classifier, "etf or fc")
+        _check(
+            self.ladm_queries in ("etf", "etf-learnable", "random-learnable"), "ladm-queries", self.ladm_queries,
+            "etf, etf-learnable or random-learnable",
+        )
+        if self.algorithm == "fedncalign-ml":
+            # The regularizers compare each class feature h_c with the fixed ETF prototypes.
+            for key, weight in (("lambda-rejection", self.lambda_rejection),
+                                ("lambda-contrastive", self.lambda_contrastive)):
+                _check(
+                    weight == 0 or (self.classifier == "etf" and self.use_ladm), key, weight,
+                    f"0 when classifier={self.classifier!r} and use-ladm={str(self.use_ladm).lower()} (the "
+                    "rejection/contrastive losses need LADM class features and the ETF prototypes)",
+                )
+            _check(
+                self.use_ladm or self.ladm_queries == "etf", "ladm-queries", self.ladm_queries,
+                "etf (the default) when use-ladm=false (there are no LADM queries)",
+            )
         # FedLoGe (issue 5)
         _check(
             self.fedloge_classifier in ("sse-c", "etf"), "fedloge-classifier", self.fedloge_classifier,

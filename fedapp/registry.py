@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from clients.base import BaseClient
 from clients.centralized import CentralizedClient
 from clients.fedavg import FedAvgClient
+from clients.fedncalign_ml import FedNCAlignMLClient
 from clients.fedlgt import FedLGTClient
 from clients.spherefed import SphereFedClient
 from clients.fedcurv import FedCurvClient
@@ -34,6 +35,7 @@ from strategies.fedrod import FedRoDStrategy
 from strategies.ratio_loss import RatioLossStrategy
 from strategies.centralized import CentralizedStrategy
 from strategies.fedavg import FedAvgStrategy
+from strategies.fedncalign_ml import FedNCAlignMLStrategy
 from strategies.fedlgt import FedLGTStrategy
 from strategies.spherefed import SphereFedStrategy
 from strategies.fedcurv import FedCurvStrategy
@@ -49,6 +51,7 @@ class Algorithm:
 
 ALGORITHMS: dict[str, Algorithm] = {
     "fedavg": Algorithm(FedAvgStrategy, FedAvgClient),
+    "fedncalign-ml": Algorithm(FedNCAlignMLStrategy, FedNCAlignMLClient),
     "spherefed": Algorithm(SphereFedStrategy, SphereFedClient),
     "fedlgt": Algorithm(FedLGTStrategy, FedLGTClient),
     "centralized": Algorithm(CentralizedStrategy, CentralizedClient),

@@ -254,3 +254,25 @@ def test_multilabel_net_rejects_bad_arguments() -> None:
     net = MultiLabelNet(tiny_backbone(), 32, CLASSES)
     with pytest.raises(ValueError, match=r"backbone must give a \(B, 32, H', W'\) map"):
         net(images())
+
+
+@pytest.mark.parametrize("query_mode", ["etf", "random-learnable"])
+def test_folded_attention_equals_multihead_attention_values_and_gradients(query_mode: str) -> None:
+    """LADM evaluates nn.MultiheadAttention's function in another order: same output, same gradients."""
+    torch.manual_seed(0)
+    folded, reference = LADM(DIM, CLASSES, query_mode=query_mode), None
+    with torch.no_grad():  # non-zero biases, so that dropping b^K and moving b^V is really checked
+        folded.attention.in_proj_bias.normal_()
+        folded.attention.out_proj.bias.normal_()
+    reference = LADM(DIM, CLASSES, query_mode=query_mode)
+    reference.load_state_dict(folded.state_dict())
+    tokens = torch.randn(3, 7, DIM)
+    got = folded(tokens)
+    queries = reference.queries.unsqueeze(0).expand(3, -1, -1)
+    expected, _ = reference.attention(queries, tokens, tokens, need_weights=False)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn_like(got)
+    (got * weights).sum().backward()
+    (expected * weights).sum().backward()
+    for (name, p), (_, q) in zip(folded.named_parameters(), reference.named_parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-4, rtol=1e-4, msg=f"gradient of {name}")

@@ -29,7 +29,10 @@ self-attention, cross-attention, FFN, each with residual + LayerNorm). Choices m
 - the FFN is optional (``ffn_dim=0`` disables it, the default): on ml-digits it did not help
   (0.997 with ffn_dim=128, same as without) and it adds 2*d*ffn_dim parameters to every upload;
 - no positional encoding: the backbone's zero-padded convolutions already carry position, and a
-  learned table would tie the module to one token count (one input size).
+  learned table would tie the module to one token count (one input size);
+- the attention is ``nn.MultiheadAttention``'s parameters and function, evaluated by
+  :func:`folded_cross_attention` in a cheaper order that the shared queries allow (same values and
+  gradients up to float rounding; a training step with LADM costs ~1.3x less LADM time).
 """
 
 from __future__ import annotations
@@ -50,6 +53,64 @@ def random_unit_queries(num_classes: int, dim: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randn(num_classes, dim, generator=generator)
     return rows / rows.norm(dim=1, keepdim=True)
+
+
+def head_block_mask(dim: int, num_heads: int) -> torch.Tensor:
+    """``(heads, dim)``: row h is 1/sqrt(d_h) on head h's d_h coordinates and 0 elsewhere."""
+    head_dim = dim // num_heads
+    mask = torch.zeros(num_heads, dim)
+    for head in range(num_heads):
+        mask[head, head * head_dim : (head + 1) * head_dim] = head_dim**-0.5
+    return mask
+
+
+def folded_cross_attention(
+    queries: torch.Tensor,
+    tokens: torch.Tensor,
+    attention: nn.MultiheadAttention,
+    head_mask: torch.Tensor,
+    training: bool = False,
+) -> torch.Tensor:
+    """``attention(queries, tokens, tokens)`` for C queries shared by the whole batch, re-associated.
+
+    The same function as ``nn.MultiheadAttention`` (same parameters; equal up to float rounding,
+    see tests/test_ladm.py), evaluated in the order that is cheapest when the C queries are the same
+    for every image. Per head h, with q_h = W^Q_h w + b^Q_h (d_h = d / heads):
+
+        score_h(n) = q_h . (W^K_h f_n + b^K_h) / sqrt(d_h) = (W^K_h^T q_h / sqrt(d_h)) . f_n + const
+        A_h        = sum_n softmax_n(score_h) (W^V_h f_n + b^V_h) = W^V_h (sum_n p_hn f_n) + b^V_h
+        A          = W^O [A_1; ...; A_heads] + b^O
+
+    b^K adds the same value to every token's score, which the softmax cancels; the weights p_hn sum
+    to 1, so b^V passes through. The keyed queries W^K_h^T q_h are formed once per batch (C x heads
+    vectors), and no per-token key or value is ever formed: per image this is
+    2 N C heads d + 2 C d^2 multiply-adds instead of the 2 N d^2 + C d^2 + ... of keys and values per
+    token plus the per-image query projection. On the CPU (SmallCNN, N = 32 tokens, d = 64, C = 10)
+    forward + backward took ~2.3 ms per batch of 32 against ~3.7 ms for ``nn.MultiheadAttention``.
+
+    Args:
+        queries: ``(C, d)`` class queries (one set for the whole batch).
+        tokens: ``(B, N, d)`` image tokens (keys = values).
+        attention: holds W^Q, W^K, W^V (``in_proj_weight``/``in_proj_bias``), W^O (``out_proj``),
+            the head count and the attention dropout.
+        head_mask: :func:`head_block_mask` of (d, heads).
+        training: applies the attention dropout when True.
+    """
+    batch, _, dim = tokens.shape
+    heads = attention.num_heads
+    num_classes = queries.shape[0]
+    weight, bias = attention.in_proj_weight, attention.in_proj_bias
+    q = torch.addmm(bias[:dim], queries, weight[:dim].T)  # (C, d)
+    # Row (c, h) = W^K_h^T q_h / sqrt(d_h): zero q outside head h's coordinates, then apply W^K^T.
+    keyed = (q.unsqueeze(1) * head_mask).reshape(num_classes * heads, dim) @ weight[dim : 2 * dim]
+    scores = tokens @ keyed.T  # (B, N, C*heads)
+    probs = torch.softmax(scores, dim=1)  # over the N tokens
+    if training and attention.dropout > 0.0:
+        probs = nn.functional.dropout(probs, attention.dropout)
+    pooled = (probs.transpose(1, 2) @ tokens).view(batch, num_classes, heads, dim)  # sum_n p_hn f_n
+    w_v = weight[2 * dim :].view(heads, dim // heads, dim)
+    values = torch.einsum("bchd,hkd->bchk", pooled, w_v).reshape(batch, num_classes, dim)  # W^V_h (.)
+    return attention.out_proj(values + bias[2 * dim :])
 
 
 class LADM(nn.Module):
@@ -103,6 +164,7 @@ class LADM(nn.Module):
             self.queries = nn.Parameter(initial)
 
         self.attention = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
+        self.register_buffer("head_mask", head_block_mask(dim, num_heads), persistent=False)
         self.residual_norm = residual_norm
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim) if residual_norm else None
@@ -118,10 +180,9 @@ class LADM(nn.Module):
         """Class-specific features ``H`` ``(B, C, d)`` from image tokens ``F`` ``(B, N, d)``."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.dim:
             raise ValueError(f"LADM expects tokens (B, N, {self.dim}), got {tuple(tokens.shape)}")
-        queries = self.queries.unsqueeze(0).expand(tokens.shape[0], -1, -1)  # (B, C, d)
-        attended, _ = self.attention(queries, tokens, tokens, need_weights=False)  # A: (B, C, d)
+        attended = folded_cross_attention(self.queries, tokens, self.attention, self.head_mask, self.training)  # A: (B, C, d)
         if self.norm is not None:
-            features = self.norm(queries + self.dropout(attended))  # H = LN(Q + A)
+            features = self.norm(self.queries + self.dropout(attended))  # H = LN(Q + A)
         else:
             features = attended  # H = A
         if self.ffn is not None:

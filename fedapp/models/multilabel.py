@@ -61,7 +61,7 @@ class ETFClassifier(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() == 3 and features.shape[1:] == (self.num_classes, self.dim):
-            return self.scale * torch.einsum("bcd,dc->bc", features, self.etf)
+            return self.scale * (features * self.etf.T).sum(dim=-1)  # <h_c, w_c> per class
         if features.dim() == 2 and features.shape[1] == self.dim:
             return self.scale * (features @ self.etf)
         raise ValueError(
