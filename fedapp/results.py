@@ -152,7 +152,10 @@ def summarize(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
     final = test_metrics(evaluated[-1], task) if evaluated else {}
     selector = f"val_{main}" if any(f"val_{main}" in r for r in evaluated) else None
     if selector:
-        best_row = max(evaluated, key=lambda r: _finite_or(r.get(selector), -math.inf))
+        # Ties on the main metric (e.g. validation macro-AUC at 1.0) go to the better validation F1.
+        tie_break = "val_macro_f1" if task == "multilabel" else selector
+        best_row = max(evaluated, key=lambda r: (_finite_or(r.get(selector), -math.inf),
+                                                 _finite_or(r.get(tie_break), -math.inf)))
     else:
         best_row = evaluated[-1] if evaluated else {}
     traffic = [r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in rows]

@@ -42,6 +42,7 @@ Contract for subclasses:
 from __future__ import annotations
 
 import functools
+import math
 import time
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
@@ -506,7 +507,8 @@ class FederatedStrategy(FedAvg):
         for failure in failures:
             log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self._describe(failure))
         accuracies = [float(res.metrics["accuracy"]) for _, res in results]
-        pm = float(np.mean(accuracies)) if accuracies else float("nan")
+        # fsum: exact, so PM does not depend on the order in which replies arrived.
+        pm = math.fsum(accuracies) / len(accuracies) if accuracies else float("nan")
         self.recorder.add(server_round, test_pm=pm, eval_clients=len(accuracies), eval_failed=len(failures))
         self.end_round(server_round)
         return (1.0 - pm if accuracies else None), {"pm": pm}
