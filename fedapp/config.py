@@ -117,7 +117,7 @@ class RunConfig:
     lambda_rejection: float = 1.0  # FedNCAlign-ML: weight of the negative-feature rejection loss (paper: 1 or 0.01)
     lambda_contrastive: float = 1.0  # FedNCAlign-ML: weight of the positive-feature contrastive loss (paper: 1)
     tau: float = 0.5  # FedNCAlign-ML: cosine threshold of the rejection loss (value lost in the paper's text)
-    temperature: float = 0.5  # FedNCAlign-ML: temperature T of the contrastive loss over the ETF prototypes
+    temperature: float = 0.2  # FedNCAlign-ML: temperature T of the contrastive loss (chosen on validation)
     use_ladm: bool = True  # FedNCAlign-ML: LADM class-wise features (false: global-average-pooled feature)
     classifier: str = "etf"  # FedNCAlign-ML: "etf" fixed simplex-ETF classifier or "fc" learnable linear
     ladm_queries: str = "etf"  # FedNCAlign-ML: LADM queries "etf" (fixed), "etf-learnable", "random-learnable"

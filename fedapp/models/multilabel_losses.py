@@ -19,7 +19,9 @@ Choices where the paper is silent (its equations were lost):
 - default tau = 0.5: an ideal negative for class c under the ETF classifier points along -w_c,
   whose cosine to every other prototype is +1/(C-1) (0.11 for C=10, 0.17 for C=7); any tau below
   that (e.g. 0) penalises the ideal negative, which is how a naive reading hurt macro-AUC;
-- default T = 0.5 (T = 0.1 hurt in the project's probe, see METHODS.md);
+- default T = 0.2, chosen on the validation split of the federated run (ml-digits, alpha 0.5,
+  rho 0.5, 10 clients, 20 rounds, seeds 0-1: val macro-AUC at the val-selected round 0.9974 vs
+  0.9948 at T = 0.5, a difference within seed noise); T = 0.1 hurt in an IID probe (METHODS.md);
 - default weights lambda_rejection = 1 (the paper's value for composite images; use 0.01 for
   complex backgrounds such as VOC / ChestX-ray14) and lambda_contrastive = 1 (fixed in the paper).
   Evidence is mixed; tune per dataset. Skewed pure-torch FedAvg probe on ml-digits (10 clients,
@@ -40,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 DEFAULT_TAU = 0.5
-DEFAULT_TEMPERATURE = 0.5
+DEFAULT_TEMPERATURE = 0.2
 DEFAULT_LAMBDA_REJECTION = 1.0
 DEFAULT_LAMBDA_CONTRASTIVE = 1.0
 
