@@ -20,7 +20,7 @@ from flwr.server.client_proxy import ClientProxy
 from torch import nn
 
 from clients.base import ClientSetup
-from clients.fedloge import FedLoGeClient, head_accuracy
+from clients.fedloge import FedLoGeClient
 from fedapp.checkpoint import CheckpointError
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data import federate, hold_out

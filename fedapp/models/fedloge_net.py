@@ -35,7 +35,7 @@ from torch import nn
 
 from fedapp.models.etf import simplex_etf
 from fedapp.models.feature_realignment import ga_fr, la_fr
-from fedapp.models.sse_c import SSECReport, build_sse_c, classifier_geometry, sse_c_checksum
+from fedapp.models.sse_c import build_sse_c, classifier_geometry, sse_c_checksum
 from fedapp.pfl import seeded_linear_
 
 FixedKind = Literal["sse-c", "etf"]
@@ -199,7 +199,7 @@ def fedloge_loss(
 
 
 __all__ = [
-    "FedLoGeNet", "FixedClassifier", "LinearHead", "SSECReport", "fedloge_loss", "fixed_classifier",
+    "FedLoGeNet", "FixedClassifier", "LinearHead", "fedloge_loss", "fixed_classifier",
     "global_classifier", "personal_classifier", "encode_counts", "decode_counts", "GLOBAL_HEAD", "LOCAL_HEAD",
     "CHECKSUM_METRIC", "CLASS_COUNTS_METRIC",
 ]
