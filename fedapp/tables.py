@@ -342,8 +342,10 @@ def bar_chart(records: list[dict[str, Any]], settings: Sequence[str], algorithms
         ax.set_ylabel("%" if tasks[setting] == "multilabel" else "accuracy")
         ax.set_title(f"{setting} ({selection})")
         ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    rows = math.ceil(len(algorithms) / 6)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(algorithms), 6), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * rows, 1, 1))  # room for the legend below the panels, off the bars
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
