@@ -225,3 +225,18 @@ def test_fedncalign_ml_flower_simulation_10_nodes(flower_run):
     assert all(np.isfinite(r[f"train_{t}"]) for r in rows for t in ("bce", "rejection", "contrastive"))
     assert all(np.isfinite(v) for v in summary["final"].values())
     assert all(np.isfinite(v) for v in summary["best"].values())
+
+
+# ---------------------------------------------------------------------------------- benchmark plan
+def test_benchmark_plan_rows_are_valid_configs_and_ablations_stay_on_their_settings(tmp_path):
+    from benchmarks.fedncalign import ROWS, plan
+
+    specs = plan(["ml-digits-skewed", "ml-digits-alpha0.1"], list(ROWS), 2, 30, tmp_path, {},
+                 ablation_settings=["ml-digits-skewed"])
+    on_main = {s.algorithm for s in specs if s.setting == "ml-digits-skewed"}
+    on_second = {s.algorithm for s in specs if s.setting == "ml-digits-alpha0.1"}
+    assert on_main == set(ROWS) and on_second == {"fedavg", "fedncalign-ml"}
+    assert len(specs) == 2 * (len(ROWS) + 2)
+    assert all(s.overrides["num-server-rounds"] == 30 for s in specs)
+    with pytest.raises(ConfigError, match="--rows"):
+        plan(["ml-digits-skewed"], ["no-such-row"], 1, 30, tmp_path, {})
