@@ -152,7 +152,9 @@ def run_state(spec: RunSpec, nodes: int) -> str:
         return "partial"
     expected = resolved_config(spec.overrides).to_kebab()
     found = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    differing = sorted(k for k in expected if k != "output-dir" and found.get(k) != expected[k])
+    defaults = RunConfig.default_values()
+    # A key missing there was added to the project after that run: fine if this sweep keeps its default.
+    differing = sorted(k for k in expected if k != "output-dir" and found.get(k, defaults[k]) != expected[k])
     if differing:
         key = differing[0]
         raise ConfigError(

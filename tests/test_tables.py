@@ -84,6 +84,17 @@ def test_resume_skips_finished_runs_and_reruns_unfinished_ones(sweep, capsys):
     assert (unfinished / "summary.json").is_file()
 
 
+def test_runs_made_before_a_new_key_existed_still_count(sweep, capsys):
+    config = sweep / "runs" / "ml-digits-skewed" / "fedavg" / "seed-0" / "config.yaml"
+    text = config.read_text()
+    config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("mu:")) + "\n")
+    try:
+        assert tables_main(SWEEP + ["--out", str(sweep), "--algorithms", "fedavg"]) == 0
+        assert "fedavg seed=0: done earlier, skipped" in capsys.readouterr().out
+    finally:
+        config.write_text(text)
+
+
 def test_finished_run_with_other_config_is_an_error(sweep, capsys):
     code = tables_main(["ml-digits-skewed", "--algorithms", "fedavg", "--seeds", "1", "--rounds", "2",
                         "--nodes", "3", "-c", "local-epochs=1", "--out", str(sweep)])
