@@ -361,3 +361,30 @@ def load_preset(name: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"preset {path} has unknown key(s) {unknown}")
     return values
+
+# Keys that only some algorithms read (the rest apply to every run). A sweep that finds such a key
+# changed in an old run of another algorithm may keep that run: the key never touched it.
+ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {
+    "spherefed": ("spherefed-scale", "spherefed-ridge", "spherefed-calibrate-every"),
+    "fedlgt": ("fedlgt-layers", "fedlgt-max-known-fraction", "fedlgt-uncertainty-margin",
+               "fedlgt-label-embeddings"),
+    "fedprox": ("mu",),
+    "scaffold": ("server-lr", "scaffold-local-lr"),
+    "fedcurv": ("fedcurv-lambda",),
+    "fedrep": ("fedrep-head-epochs",),
+    "fedbabu": ("finetune-epochs", "fedbabu-finetune-body"),
+    "ditto": ("ditto-lambda",),
+    "fedetf": ("finetune-epochs", "fedetf-scale-init"),
+    "ratio-loss": ("ratio-loss-alpha", "ratio-loss-beta", "ratio-loss-aux-per-class"),
+    "fedncalign-ml": ("lambda-rejection", "lambda-contrastive", "tau", "temperature", "use-ladm",
+                      "classifier", "ladm-queries"),
+    "fedloge": ("fedloge-classifier", "sparsity", "sse-c-norm", "head-aggregation", "ga-fr", "global-head",
+                "la-fr", "la-fr-finetune-epochs", "fedloge-head-lr"),
+}
+
+
+def keys_read_by(algorithm: str) -> set[str]:
+    """Every run-config key that ``algorithm`` reads: the common keys plus its own."""
+    foreign = {key for name, keys in ALGORITHM_KEYS.items() if name != algorithm for key in keys}
+    own = set(ALGORITHM_KEYS.get(algorithm, ()))
+    return {key.replace("_", "-") for key in (f.name for f in fields(RunConfig))} - (foreign - own)

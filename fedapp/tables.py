@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from fedapp.config import ConfigError, RunConfig, available_presets, load_preset
+from fedapp.config import ConfigError, RunConfig, available_presets, keys_read_by, load_preset
 from fedapp.results import PROJECT_ROOT
 
 NO_PRESET = "default"
@@ -154,7 +154,9 @@ def run_state(spec: RunSpec, nodes: int) -> str:
     found = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     defaults = RunConfig.default_values()
     # A key missing there was added to the project after that run: fine if this sweep keeps its default.
-    differing = sorted(k for k in expected if k != "output-dir" and found.get(k, defaults[k]) != expected[k])
+    # A key only other algorithms read (e.g. fedlgt-layers for a FedAvg run) never touched that run.
+    compared = keys_read_by(expected["algorithm"]) - {"output-dir"}
+    differing = sorted(k for k in expected if k in compared and found.get(k, defaults[k]) != expected[k])
     if differing:
         key = differing[0]
         raise ConfigError(

@@ -229,10 +229,12 @@ def test_tls_and_supernode_auth_only_registered_nodes_join(tmp_path):
         no_ca = deployment.start_supernode(0, 2, with_ca=False, max_retries=0, name="no-ca")
         online = deployment.wait_online(2)
 
-        # flwr 1.41: exit code 305 = "Failed to initialize the connection to the SuperLink".
-        assert unregistered.wait(timeout=120) == 305, unregistered.log()[-2000:]
+        # flwr 1.41 reports exit code 305 ("Failed to initialize the connection to the SuperLink") in the
+        # log; the process status is 305 or, when its SuperExec child is still starting, 1 (seen in CI).
+        assert unregistered.wait(timeout=120) != 0, unregistered.log()[-2000:]
+        assert "Exit Code: 305" in unregistered.log()
         assert "[code: 2004] Failed to activate SuperNode" in unregistered.log()
-        assert no_ca.wait(timeout=120) == 305, no_ca.log()[-2000:]
+        assert no_ca.wait(timeout=120) != 0, no_ca.log()[-2000:]
         assert "CERTIFICATE_VERIFY_FAILED" in no_ca.log()
         assert len(online) == 2
         assert len([n for n in deployment.nodes() if n["status"] == "online"]) == 2

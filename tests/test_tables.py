@@ -87,10 +87,26 @@ def test_resume_skips_finished_runs_and_reruns_unfinished_ones(sweep, capsys):
 def test_runs_made_before_a_new_key_existed_still_count(sweep, capsys):
     config = sweep / "runs" / "ml-digits-skewed" / "fedavg" / "seed-0" / "config.yaml"
     text = config.read_text()
-    config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("mu:")) + "\n")
+    config.write_text("\n".join(line for line in text.splitlines() if not line.startswith("max-update-norm:")) + "\n")
     try:
         assert tables_main(SWEEP + ["--out", str(sweep), "--algorithms", "fedavg"]) == 0
         assert "fedavg seed=0: done earlier, skipped" in capsys.readouterr().out
+    finally:
+        config.write_text(text)
+
+
+@pytest.mark.parametrize("algorithm, kept", [("fedavg", True), ("fedprox", False)])
+def test_a_changed_key_that_only_other_algorithms_read_keeps_the_run(sweep, capsys, algorithm, kept):
+    config = sweep / "runs" / "ml-digits-skewed" / algorithm / "seed-0" / "config.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("mu: 0.01", "mu: 0.5"))  # FedProx's key, as if its default had changed
+    try:
+        code = tables_main(SWEEP + ["--out", str(sweep), "--algorithms", algorithm, "--seeds", "1"])
+        captured = capsys.readouterr()
+        if kept:
+            assert code == 0 and "fedavg seed=0: done earlier, skipped" in captured.out
+        else:
+            assert code == 2 and "mu: 0.5 there" in captured.err
     finally:
         config.write_text(text)
 
