@@ -362,6 +362,7 @@ def load_preset(name: str) -> dict[str, Any]:
         raise ConfigError(f"preset {path} has unknown key(s) {unknown}")
     return values
 
+
 # Keys that only some algorithms read (the rest apply to every run). A sweep that finds such a key
 # changed in an old run of another algorithm may keep that run: the key never touched it.
 ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {

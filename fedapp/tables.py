@@ -63,6 +63,7 @@ METHOD_NAMES = {
     "fedloge": "FedLoGe", "fedbn": "FedBN", "fedper": "FedPer", "fedrep": "FedRep", "ditto": "Ditto",
     "fedrod": "FedROD", "fedbabu": "FedBABU", "fedetf": "FedETF", "ratio-loss": "Ratio Loss",
 }
+GLOBAL_MODEL_METRICS = ("gm", "many", "medium", "few")  # single-label columns measured on the global model
 SWEEP_MARKER = "sweep-run.json"  # written into a run directory when its run finished: {nodes, engine}
 RESERVED = ("algorithm", "seed", "output-dir", "preset")  # set by the runner for each run
 
@@ -265,13 +266,24 @@ def table_cells(
             for algorithm in algorithms:
                 pairs = sorted(runs.get((setting, algorithm), []), key=lambda pair: pair[0])
                 for metric, header in COLUMNS[tasks[setting]]:
-                    seeds = [seed for seed, s in pairs if _is_number(s.get(selection, {}).get(metric))]
-                    values = [float(s[selection][metric]) for _, s in pairs if _is_number(s.get(selection, {}).get(metric))]
+                    # No global model (FedPer, FedRep): its GM columns stay empty and print "–".
+                    counted = pairs if metric not in GLOBAL_MODEL_METRICS or has_global_model(algorithm) else []
+                    seeds = [seed for seed, s in counted if _is_number(s.get(selection, {}).get(metric))]
+                    values = [float(s[selection][metric]) for _, s in counted
+                              if _is_number(s.get(selection, {}).get(metric))]
                     mean, std = mean_std(values)
                     records.append(dict(selection=selection, setting=setting, task=tasks[setting],
                                         algorithm=algorithm, metric=metric, header=header, mean=mean, std=std,
                                         n=len(values), seeds=seeds, values=values))
     return tasks, records
+
+
+def has_global_model(algorithm: str) -> bool:
+    """False for methods without a global model (FedPer, FedRep: no global head); unknown names: True."""
+    from fedapp.config import ALGORITHMS
+    from fedapp.registry import get_algorithm
+
+    return algorithm not in ALGORITHMS or get_algorithm(algorithm).strategy.has_global_model
 
 
 def resolved_task(setting: str) -> str:

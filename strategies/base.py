@@ -238,6 +238,8 @@ class FederatedStrategy(FedAvg):
     The base of every strategy in ``strategies/``.
     """
 
+    has_global_model = True  # False where no global model exists (FedPer, FedRep): tables print GM as "–"
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "aggregate_fit" in cls.__dict__:

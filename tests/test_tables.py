@@ -133,14 +133,14 @@ def test_bad_sweeps_fail_before_running(tmp_path, capsys, argv, words):
 
 def test_single_label_settings_use_the_fedloge_layout(tmp_path):
     """GM, PM, Many, Med, Few as fractions; tabulated from (here hand-written) summaries."""
-    specs = plan_sweep(["default"], ["fedavg", "fedprox"], 2, tmp_path, {"dataset": "lt-digits"})
+    specs = plan_sweep(["default"], ["fedavg", "fedprox", "fedper"], 2, tmp_path, {"dataset": "lt-digits"})
     for spec in specs:
         spec.run_dir.mkdir(parents=True)
         value = 0.5 + 0.1 * spec.seed + (0.2 if spec.algorithm == "fedprox" else 0.0)
         metrics = {"accuracy": value, "gm": value, "pm": value, "many": value, "medium": value, "few": value}
         (spec.run_dir / "summary.json").write_text(json.dumps(
             {"task": "singlelabel", "final": metrics, "best": metrics, "best_round": 1}))
-    code = tables_main(["default", "--algorithms", "fedavg,fedprox", "--seeds", "2", "-c", 'dataset="lt-digits"',
+    code = tables_main(["default", "--algorithms", "fedavg,fedprox,fedper", "--seeds", "2", "-c", 'dataset="lt-digits"',
                         "--out", str(tmp_path), "--table-only"])
     assert code == 0
     text = (tmp_path / "table.md").read_text()
@@ -149,3 +149,8 @@ def test_single_label_settings_use_the_fedloge_layout(tmp_path):
         "default: GM", "default: PM", "default: Many", "default: Med", "default: Few"]
     fedprox = next(line for line in text.splitlines() if line.startswith("| FedProx"))
     assert fedprox.split("|")[2].strip() == f"0.7500 ± {np.std([0.7, 0.8], ddof=1):.4f}"
+    # FedPer has no global model: GM, Many, Med, Few print "–"; PM is its personalized models' number.
+    fedper_line = next(line for line in text.splitlines() if line.startswith("| FedPer"))
+    fedper = [cell.strip() for cell in fedper_line.split("|")]
+    assert fedper[2] == "–" and fedper[4:7] == ["–", "–", "–"]
+    assert fedper[3] == f"0.5500 ± {np.std([0.5, 0.6], ddof=1):.4f}"
