@@ -91,7 +91,8 @@ class RunConfig:
     # FedProx / SCAFFOLD / FedCurv (issue 7): baselines of the FedNCAlign-ML tables
     mu: float = 0.01  # FedProx: weight of the proximal term (mu/2)||w - w_global||^2
     server_lr: float = 1.0  # SCAFFOLD: global step size eta_g of x <- x + eta_g * mean(y_k - x)
-    scaffold_local_lr: float = 0.3  # SCAFFOLD: local plain-SGD step size eta_l (replaces optimizer/lr)
+    scaffold_local_lr: float = 0.3  # SCAFFOLD: local SGD step size eta_l (replaces optimizer/lr)
+    scaffold_momentum: float = 0.9  # SCAFFOLD: heavy-ball momentum of the local SGD (0 = the paper's plain SGD)
     fedcurv_lambda: float = 1.0  # FedCurv: weight of sum_j sum_i F_ji (w_i - w_ji)^2
     # Long runs (issue 10): checkpoint/resume, partial participation, failing clients
     checkpoint_every: int = 5  # write <run dir>/checkpoint.npz every N rounds (and after the last); 0 = off
@@ -213,6 +214,7 @@ class RunConfig:
         _check(self.mu >= 0, "mu", self.mu, "a number >= 0 (0 makes FedProx FedAvg)")
         _check(self.server_lr > 0, "server-lr", self.server_lr, "a number > 0 (1 is the paper's default)")
         _check(self.scaffold_local_lr > 0, "scaffold-local-lr", self.scaffold_local_lr, "a number > 0")
+        _check(0 <= self.scaffold_momentum < 1, "scaffold-momentum", self.scaffold_momentum, "a number in [0, 1)")
         _check(self.fedcurv_lambda >= 0, "fedcurv-lambda", self.fedcurv_lambda, "a number >= 0 (0 makes FedCurv FedAvg)")
         # FedBN / FedPer / FedRep / FedBABU / Ditto / FedRoD / FedETF / Ratio Loss (issue 8)
         _check(self.fedrep_head_epochs >= 1, "fedrep-head-epochs", self.fedrep_head_epochs, "an integer >= 1")
@@ -370,7 +372,7 @@ ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {
     "fedlgt": ("fedlgt-layers", "fedlgt-max-known-fraction", "fedlgt-uncertainty-margin",
                "fedlgt-label-embeddings"),
     "fedprox": ("mu",),
-    "scaffold": ("server-lr", "scaffold-local-lr"),
+    "scaffold": ("server-lr", "scaffold-local-lr", "scaffold-momentum"),
     "fedcurv": ("fedcurv-lambda",),
     "fedrep": ("fedrep-head-epochs",),
     "fedbabu": ("finetune-epochs", "fedbabu-finetune-body"),

@@ -119,6 +119,35 @@ def test_scaffold_corrected_sgd_step_and_constant_gradient_variate():
     assert updated[0] == pytest.approx(g.numpy(), abs=1e-6)
 
 
+def test_scaffold_momentum_variate_matches_the_heavy_ball_closed_form():
+    """Constant direction d = g - c_k + c, momentum mu: after K steps x - y = lr d sum_t (1 - mu^t) / (1 - mu),
+    so option II with the (1 - mu) factor gives c_k - c + d * (1 - mu (1 - mu^K) / ((1 - mu) K))."""
+    g, c, ck = torch.tensor([0.4, -1.0]), torch.tensor([0.1, 0.2]), torch.tensor([0.3, -0.5])
+    lr, mu, steps = 0.01, 0.9, 50
+    y = nn.Parameter(torch.tensor([1.0, 1.0], dtype=torch.float64))
+    optimizer = ScaffoldSGD([y], lr, [(c - ck).double()], momentum=mu)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.sum(g.double() * y).backward()
+        optimizer.step()
+    direction = (g - ck + c).numpy()
+    transient = 1.0 - mu * (1.0 - mu**steps) / ((1.0 - mu) * steps)
+    expected_y = 1.0 - lr * direction * sum((1 - mu**t) / (1 - mu) for t in range(1, steps + 1))
+    assert y.detach().numpy() == pytest.approx(expected_y, rel=1e-6)
+    updated = scaffold_variate_update([ck.numpy()], [c.numpy()], [np.array([1.0, 1.0])], [y.detach().numpy()],
+                                      steps, lr, momentum=mu)
+    assert updated[0] == pytest.approx(ck.numpy() - c.numpy() + direction * transient, abs=1e-5)
+
+
+def test_scaffold_weight_decay_is_decoupled():
+    """Zero gradient and correction: one step only shrinks p by (1 - lr * weight_decay)."""
+    p = nn.Parameter(torch.tensor([2.0, -4.0]))
+    optimizer = ScaffoldSGD([p], 0.1, [torch.zeros(2)], weight_decay=0.01, momentum=0.9)
+    p.grad = torch.zeros(2)
+    optimizer.step()
+    assert torch.allclose(p.detach(), torch.tensor([2.0, -4.0]) * (1 - 0.1 * 0.01))
+
+
 def test_scaffold_server_update_hand_case():
     # x = 1 + 0.5 * mean(2-1, 4-1) = 2; c = 0 + (2/4) * mean(1, 3) = 1
     x, c = scaffold_server_update([np.array([1.0], np.float32)], [np.array([0.0], np.float32)],
