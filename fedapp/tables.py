@@ -344,6 +344,8 @@ def bar_chart(records: list[dict[str, Any]], settings: Sequence[str], algorithms
 
     fig, axes = plt.subplots(1, len(settings), figsize=(1.2 + 4.8 * len(settings), 4.2), squeeze=False)
     width = 0.8 / max(len(algorithms), 1)
+    # tab10 repeats after 10 methods (FedLoGe got FedAvg's blue): tab20 keeps up to 20 distinct.
+    palette = plt.get_cmap("tab10" if len(algorithms) <= 10 else "tab20").colors
     index = {(r["selection"], r["setting"], r["algorithm"], r["metric"]): r for r in records}
     for ax, setting in zip(axes[0], settings):
         columns = COLUMNS[tasks[setting]]
@@ -353,7 +355,8 @@ def bar_chart(records: list[dict[str, Any]], settings: Sequence[str], algorithms
             means = [c["mean"] * scale if c["n"] else 0.0 for c in cells]
             errors = [0.0 if math.isnan(c["std"]) else c["std"] * scale for c in cells]
             positions = np.arange(len(columns)) + (k - (len(algorithms) - 1) / 2) * width
-            ax.bar(positions, means, width, yerr=errors, capsize=2, label=METHOD_NAMES.get(algorithm, algorithm))
+            ax.bar(positions, means, width, yerr=errors, capsize=2, color=palette[k % len(palette)],
+                   label=METHOD_NAMES.get(algorithm, algorithm))
         ax.set_xticks(np.arange(len(columns)), [header for _, header in columns])
         ax.set_ylabel("%" if tasks[setting] == "multilabel" else "accuracy")
         ax.set_title(f"{setting} ({selection})")
