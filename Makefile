@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NODES ?= 10
-RUN_CONFIG ?= num-server-rounds=10
+RUN_CONFIG ?= algorithm='fedncalign-ml' preset='ml-digits-skewed' num-server-rounds=10
 
 .PHONY: install run test test-fast clean
 
