@@ -109,11 +109,12 @@ VOC_FIXTURE = {
 }
 
 
-def write_voc(root: Path) -> Path:
+def write_voc(root: Path, fixture: dict[str, dict[str, list[tuple[str, int]]]] | None = None) -> Path:
+    """VOCdevkit/VOC2012 with ``fixture`` ({split: {image id: [(class, difficult), ...]}}, default VOC_FIXTURE)."""
     voc = root / "VOCdevkit" / "VOC2012"
     (voc / "Annotations").mkdir(parents=True)
     (voc / "ImageSets" / "Main").mkdir(parents=True)
-    for split, images in VOC_FIXTURE.items():
+    for split, images in (fixture or VOC_FIXTURE).items():
         (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in images))
         for image_id, objects in images.items():
             (voc / "Annotations" / f"{image_id}.xml").write_text(_voc_xml(objects))
@@ -136,7 +137,8 @@ CHESTX_ROWS = {
 }
 
 
-def write_chestx(root: Path, rows: dict[str, str] = CHESTX_ROWS) -> None:
+def write_chestx(root: Path, rows: dict[str, str] = CHESTX_ROWS, num_train: int = 3) -> None:
+    """The CSV, split lists (first ``num_train`` rows train_val, the rest test) and gray PNGs of ``rows``."""
     root.mkdir(parents=True, exist_ok=True)
     header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],\n")
@@ -144,13 +146,13 @@ def write_chestx(root: Path, rows: dict[str, str] = CHESTX_ROWS) -> None:
              enumerate(rows.items())]
     (root / "Data_Entry_2017.csv").write_text(header + "".join(lines))
     names = list(rows)
-    (root / "train_val_list.txt").write_text("\n".join(names[:3]) + "\n")
-    (root / "test_list.txt").write_text("\n".join(names[3:]) + "\n")
+    (root / "train_val_list.txt").write_text("\n".join(names[:num_train]) + "\n")
+    (root / "test_list.txt").write_text("\n".join(names[num_train:]) + "\n")
     for i, name in enumerate(names):  # both published layouts: images/ and images_00k/images/
         folder = root / "images" if i % 2 == 0 else root / f"images_00{i}" / "images"
         folder.mkdir(parents=True, exist_ok=True)
-        gray = np.full((20, 20), 40 * i + 10, dtype=np.uint8)
-        gray[:, :10] = 255 - 40 * i
+        gray = np.full((20, 20), (40 * i + 10) % 256, dtype=np.uint8)
+        gray[:, :10] = (255 - 40 * i) % 256
         Image.fromarray(gray, mode="L").save(folder / name)
 
 
@@ -160,11 +162,14 @@ IMAGENET_TEST = [("val/n01440764/ILSVRC2012_val_00000293.JPEG", 0),
                  ("val/n15075141/ILSVRC2012_val_00000001.JPEG", 999)]
 
 
-def write_imagenet_lt(root: Path) -> None:
+def write_imagenet_lt(
+    root: Path, train: list[tuple[str, int]] = IMAGENET_TRAIN, test: list[tuple[str, int]] = IMAGENET_TEST
+) -> None:
+    """The three list files (val = the first test entry) and a JPEG for every listed image."""
     root.mkdir(parents=True, exist_ok=True)
-    for name, entries in (("train", IMAGENET_TRAIN), ("test", IMAGENET_TEST), ("val", IMAGENET_TEST[:1])):
+    for name, entries in (("train", train), ("test", test), ("val", test[:1])):
         (root / f"ImageNet_LT_{name}.txt").write_text("".join(f"{p} {label}\n" for p, label in entries))
-    for path, _ in IMAGENET_TRAIN + IMAGENET_TEST:
+    for path, _ in train + test:
         _jpeg(root / "imagenet" / path, size=(30, 20))
 
 
