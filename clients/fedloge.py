@@ -24,7 +24,10 @@ Personalized model (federated evaluation, PM): LA-FR (Eq. 7),
 
 with psi the global head just received (``la-fr=false``: the raw phi_k), then, with
 ``la-fr-finetune-epochs`` > 0, a fine-tuning of that head alone on the local training data (theta
-frozen; Algorithm 1 line 12; evaluation only, the stored phi_k is unchanged).
+frozen; Algorithm 1 line 12; evaluation only, the stored phi_k is unchanged). As in Algorithm 1,
+whose stage 3 runs once after round T, the fine-tune runs in the evaluation of the last round
+(``num-server-rounds``) only; earlier rounds report the PM of LA-FR without it, so the per-round
+PM monitoring does not add the fine-tune's cost to every round.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from clients.base import BaseClient
+from clients.base import SERVER_ROUND_KEY, BaseClient
 from clients.fedetf import pooled_features
 from fedapp.config import RunConfig
 from fedapp.data.base import DatasetBundle, class_counts
@@ -118,10 +121,11 @@ class FedLoGeClient(BaseClient):
         return arrays, num_examples, metrics
 
     # ----------------------------------------------------------- personalization
-    def personal_head(self) -> torch.Tensor:
-        """The personal class vectors ``(C, d)``: LA-FR (or raw phi_k), then the optional fine-tune."""
+    def personal_head(self, finetune: bool = True) -> torch.Tensor:
+        """The personal class vectors ``(C, d)``: LA-FR (or raw phi_k), then the optional fine-tune
+        (when ``finetune`` and ``la-fr-finetune-epochs`` > 0)."""
         head = personal_classifier(self.model, self.config.la_fr)
-        if self.config.la_fr_finetune_epochs > 0:
+        if finetune and self.config.la_fr_finetune_epochs > 0:
             head = self.finetune_head(head)
         return head
 
@@ -156,8 +160,9 @@ class FedLoGeClient(BaseClient):
             raise RuntimeError(f"dataset {self.bundle.name!r} has no local test sets")
         self.receive(parameters, config)
         features, labels = pooled_features(self.model, self.local_test_set, self.device, self.config.eval_batch_size)
+        last_round = int(config.get(SERVER_ROUND_KEY, 0)) >= self.config.num_server_rounds
         heads = {
-            "accuracy": self.personal_head(),
+            "accuracy": self.personal_head(finetune=last_round),  # Algorithm 1 stage 3: after round T
             "accuracy_la_fr": personal_classifier(self.model, realign=True),
             "accuracy_local_head": personal_classifier(self.model, realign=False),
             "accuracy_global": global_classifier(self.model, self.config.global_head, self.config.ga_fr),

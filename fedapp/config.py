@@ -130,7 +130,7 @@ class RunConfig:
     ga_fr: bool = True  # FedLoGe: global model uses psi_c / ||psi_c|| (Eq. 6); false: raw psi
     global_head: str = "psi"  # FedLoGe: global model's classifier "psi" (paper) or "sse-c" (the fixed one)
     la_fr: bool = True  # FedLoGe: personal head phi'_kc = psi_c/||psi_c|| * ||phi_kc|| (Eq. 7); false: raw phi_k
-    la_fr_finetune_epochs: int = 0  # FedLoGe: local epochs fine-tuning the personal head before evaluation
+    la_fr_finetune_epochs: int = 0  # FedLoGe: epochs fine-tuning the personal head before the last round's PM
     fedloge_head_lr: float = 0.03  # FedLoGe: SGD step size of psi and phi_k (the authors' code; momentum: the run's)
 
     # ----------------------------------------------------------------- parsing

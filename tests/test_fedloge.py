@@ -20,7 +20,8 @@ from flwr.server.client_proxy import ClientProxy
 from torch import nn
 
 from clients.base import ClientSetup
-from clients.fedloge import FedLoGeClient
+from clients.fedetf import pooled_features
+from clients.fedloge import FedLoGeClient, head_accuracy
 from fedapp.checkpoint import CheckpointError
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data import federate, hold_out
@@ -243,6 +244,18 @@ def test_client_personal_model_is_la_fr_of_received_psi_and_its_own_phi():
     assert count == len(client.local_test_set) and loss == pytest.approx(1 - metrics["accuracy"])
     assert metrics["accuracy"] == metrics["accuracy_la_fr"]  # no fine-tuning by default
     assert set(metrics) == {"accuracy", "accuracy_la_fr", "accuracy_local_head", "accuracy_global"}
+
+
+def test_la_fr_finetune_runs_in_the_last_round_evaluation_only():
+    """Algorithm 1 fine-tunes once, after round T: earlier rounds report LA-FR without it."""
+    client = make_client(**{"la-fr-finetune-epochs": 2, "num-server-rounds": 3})
+    arrays = client.get_parameters({})
+    _, _, early = client.evaluate(arrays, {"server-round": 2})
+    assert early["accuracy"] == early["accuracy_la_fr"]
+    tuned = client.personal_head()
+    _, _, last = client.evaluate(arrays, {"server-round": 3})
+    features, labels = pooled_features(client.model, client.local_test_set, client.device, 512)
+    assert last["accuracy"] == pytest.approx(head_accuracy(features, labels, tuned))
 
 
 def test_la_fr_finetune_trains_a_copy_of_the_personal_head():
