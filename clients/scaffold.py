@@ -2,7 +2,7 @@
 Federated Learning"), Algorithm 1 with option II.
 
 Client k receives the global model x and the server variate c, starts from y = x and takes K
-local steps of plain SGD on the corrected gradient
+local steps of SGD on the corrected gradient (the paper's plain SGD step; momentum below)
 
     y <- y - lr_l * (g_k(y) - c_k + c)
 
