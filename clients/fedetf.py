@@ -39,8 +39,7 @@ class FedETFClient(BaseClient):
 
     @classmethod
     def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        if bundle.task != "singlelabel":
-            raise ValueError(f"algorithm 'fedetf' needs single-label data; dataset {bundle.name!r} is {bundle.task}")
+        bundle.require_task("singlelabel", "fedetf")
         backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
         # The projection keeps the feature width, as the paper's 512x512 layer does, widened to
         # num_classes if needed (a simplex ETF of C classes needs dimension >= C - 1).

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from clients.base import BaseClient
-from fedapp.config import ConfigError, RunConfig
+from fedapp.config import RunConfig
 from fedapp.data.base import DatasetBundle
 from fedapp.models.backbones import build_backbone
 from fedapp.models.lgt import (
@@ -48,10 +48,7 @@ class FedLGTClient(BaseClient):
 
     @classmethod
     def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        if bundle.task != "multilabel":
-            raise ConfigError(
-                f"algorithm='fedlgt' needs a multi-label dataset; dataset={bundle.name!r} is {bundle.task}"
-            )
+        bundle.require_task("multilabel", "fedlgt")
         backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
         labels, states = label_and_state_embeddings(
             bundle.name, tuple(bundle.class_names), backbone.out_dim, config.fedlgt_label_embeddings, config.seed

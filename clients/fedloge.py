@@ -44,7 +44,7 @@ from clients.base import SERVER_ROUND_KEY, BaseClient
 from clients.fedetf import pooled_features
 from fedapp.config import RunConfig
 from fedapp.data.base import DatasetBundle, class_counts
-from fedapp.loops import make_loader, task_loss, train_epochs
+from fedapp.loops import make_loader, make_optimizer, task_loss, train_epochs
 from fedapp.models.backbones import build_backbone
 from fedapp.models.fedloge_net import (
     CHECKSUM_METRIC,
@@ -69,11 +69,7 @@ class FedLoGeClient(BaseClient):
 
     @classmethod
     def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        if bundle.task != "singlelabel":
-            raise ValueError(
-                f"algorithm 'fedloge' needs single-label data; dataset {bundle.name!r} is {bundle.task} "
-                "(use dataset=lt-digits, cifar10-lt, cifar100-lt or imagenet-lt)"
-            )
+        bundle.require_task("singlelabel", "fedloge")
         backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
         fixed = fixed_classifier(
             config.fedloge_classifier, bundle.num_classes, backbone.out_dim, config.sparsity, config.sse_c_norm,
@@ -112,7 +108,7 @@ class FedLoGeClient(BaseClient):
     def head_optimizer(self, params) -> torch.optim.Optimizer:
         """SGD for psi and phi_k (and the LA-FR fine-tune): ``fedloge-head-lr``, the run's momentum and decay."""
         cfg = self.config
-        return torch.optim.SGD(params, lr=cfg.fedloge_head_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return make_optimizer(params, "sgd", cfg.fedloge_head_lr, cfg.weight_decay, cfg.momentum)
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
         arrays, num_examples, metrics = super().fit(parameters, config)

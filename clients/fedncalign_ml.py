@@ -38,11 +38,7 @@ class FedNCAlignMLClient(BaseClient):
 
     @classmethod
     def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        if bundle.task != "multilabel":
-            raise ValueError(
-                f"algorithm='fedncalign-ml' needs a multi-label dataset; dataset={bundle.name!r} is "
-                f"{bundle.task} (use ml-digits, ml-cifar10, ml-dermamnist, voc2012 or chestx-ray14)"
-            )
+        bundle.require_task("multilabel", "fedncalign-ml")
         backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
         return build_multilabel_net(
             backbone, backbone.out_dim, bundle.num_classes, use_ladm=config.use_ladm,

@@ -35,8 +35,7 @@ class FedRoDClient(BaseClient):
 
     @classmethod
     def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        if bundle.task != "singlelabel":
-            raise ValueError(f"algorithm 'fedrod' needs single-label data; dataset {bundle.name!r} is {bundle.task}")
+        bundle.require_task("singlelabel", "fedrod")
         backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
         return DualHeadNet(backbone, backbone.out_dim, bundle.num_classes)
 

@@ -32,8 +32,7 @@ class RatioLossStrategy(FederatedStrategy):
     def __init__(self, setup: ServerSetup, **fedavg_kwargs) -> None:
         super().__init__(setup, **fedavg_kwargs)
         bundle = setup.data.bundle
-        if bundle.task != "singlelabel":
-            raise ValueError(f"algorithm 'ratio-loss' needs single-label data; dataset {bundle.name!r} is {bundle.task}")
+        bundle.require_task("singlelabel", "ratio-loss")
         validation = setup.data.validation
         self.aux = auxiliary_batches(
             validation, validation.labels, bundle.num_classes, self.config.ratio_loss_aux_per_class

@@ -98,3 +98,14 @@ def test_readme_documents_every_run_config_key():
     readme = (ROOT / "README.md").read_text()
     missing = [key for key in RunConfig.default_values() if f"| `{key}` |" not in readme]
     assert not missing, f"README.md run-config table lacks {missing}"
+
+
+def test_task_datasets_list_every_dataset_once_under_its_loaders_task():
+    from fedapp.config import DATASETS
+    from fedapp.data import load_dataset
+    from fedapp.data.base import TASK_DATASETS
+
+    listed = [name for names in TASK_DATASETS.values() for name in names]
+    assert sorted(listed) == sorted(DATASETS)
+    for task, name in (("multilabel", "ml-digits"), ("singlelabel", "lt-digits")):
+        assert name in TASK_DATASETS[task] and load_dataset(RunConfig(dataset=name)).task == task

@@ -13,7 +13,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from fedapp.config import ConfigError
+
 Task = Literal["multilabel", "singlelabel"]
+TASK_NAMES: dict[str, str] = {"multilabel": "multi-label", "singlelabel": "single-label"}
+TASK_DATASETS: dict[str, tuple[str, ...]] = {  # every ``dataset`` value, by the task its loader builds
+    "multilabel": ("ml-digits", "ml-cifar10", "ml-dermamnist", "voc2012", "chestx-ray14"),
+    "singlelabel": ("lt-digits", "cifar10-lt", "cifar100-lt", "imagenet-lt"),
+}
 
 
 class LabeledDataset(Protocol):
@@ -78,6 +85,14 @@ class DatasetBundle:
     def class_counts(self) -> np.ndarray:
         """Number of training samples per class (positives per class for multi-label data)."""
         return class_counts(self.train.labels, self.num_classes)
+
+    def require_task(self, task: Task, algorithm: str) -> None:
+        """Raise ConfigError unless this dataset is of ``task`` (the one ``algorithm`` needs)."""
+        if self.task != task:
+            raise ConfigError(
+                f"algorithm={algorithm!r} needs a {TASK_NAMES[task]} dataset; dataset={self.name!r} is "
+                f"{TASK_NAMES[self.task]} (use dataset={', '.join(TASK_DATASETS[task])})"
+            )
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
