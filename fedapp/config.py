@@ -390,4 +390,4 @@ def keys_read_by(algorithm: str) -> set[str]:
     """Every run-config key that ``algorithm`` reads: the common keys plus its own."""
     foreign = {key for name, keys in ALGORITHM_KEYS.items() if name != algorithm for key in keys}
     own = set(ALGORITHM_KEYS.get(algorithm, ()))
-    return {key.replace("_", "-") for key in (f.name for f in fields(RunConfig))} - (foreign - own)
+    return set(RunConfig.default_values()) - (foreign - own)

@@ -41,7 +41,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from fedapp.config import ConfigError, RunConfig, available_presets, keys_read_by, load_preset
+from fedapp.config import ALGORITHMS, ConfigError, RunConfig, available_presets, keys_read_by, load_preset
 from fedapp.results import PROJECT_ROOT
 
 NO_PRESET = "default"
@@ -268,9 +268,9 @@ def table_cells(
                 for metric, header in COLUMNS[tasks[setting]]:
                     # No global model (FedPer, FedRep): its GM columns stay empty and print "–".
                     counted = pairs if metric not in GLOBAL_MODEL_METRICS or has_global_model(algorithm) else []
-                    seeds = [seed for seed, s in counted if _is_number(s.get(selection, {}).get(metric))]
-                    values = [float(s[selection][metric]) for _, s in counted
-                              if _is_number(s.get(selection, {}).get(metric))]
+                    found = [(seed, s.get(selection, {}).get(metric)) for seed, s in counted]
+                    seeds = [seed for seed, value in found if _is_number(value)]
+                    values = [float(value) for _, value in found if _is_number(value)]
                     mean, std = mean_std(values)
                     records.append(dict(selection=selection, setting=setting, task=tasks[setting],
                                         algorithm=algorithm, metric=metric, header=header, mean=mean, std=std,
@@ -280,7 +280,6 @@ def table_cells(
 
 def has_global_model(algorithm: str) -> bool:
     """False for methods without a global model (FedPer, FedRep: no global head); unknown names: True."""
-    from fedapp.config import ALGORITHMS
     from fedapp.registry import get_algorithm
 
     return algorithm not in ALGORITHMS or get_algorithm(algorithm).strategy.has_global_model

@@ -46,7 +46,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from logging import INFO, WARNING
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -230,6 +230,12 @@ def _screened(method: Callable) -> Callable:
 
     aggregate_fit.__fedapp_screened__ = True  # type: ignore[attr-defined]
     return aggregate_fit
+
+
+def client_mean(values: Sequence[float]) -> float:
+    """The unweighted mean of per-client values (PM and its variants), exact via math.fsum so that
+    it does not depend on the order in which the replies arrived."""
+    return math.fsum(values) / len(values)
 
 
 class FederatedStrategy(FedAvg):
@@ -509,8 +515,7 @@ class FederatedStrategy(FedAvg):
         for failure in failures:
             log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self._describe(failure))
         accuracies = [float(res.metrics["accuracy"]) for _, res in results]
-        # fsum: exact, so PM does not depend on the order in which replies arrived.
-        pm = math.fsum(accuracies) / len(accuracies) if accuracies else float("nan")
+        pm = client_mean(accuracies) if accuracies else float("nan")
         self.recorder.add(server_round, test_pm=pm, eval_clients=len(accuracies), eval_failed=len(failures))
         self.end_round(server_round)
         return (1.0 - pm if accuracies else None), {"pm": pm}

@@ -33,9 +33,8 @@ from logging import INFO, WARNING
 import numpy as np
 import torch
 import torch.nn.functional as F
-from flwr.common import EvaluateRes, FitRes, Scalar, log, parameters_to_ndarrays
+from flwr.common import EvaluateRes, FitRes, Scalar, bytes_to_ndarray, log
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy.aggregate import aggregate_inplace
 from torch import nn
 
 from clients.fedetf import pooled_features
@@ -53,7 +52,7 @@ from fedapp.models.fedloge_net import (
 )
 from fedapp.models.feature_realignment import aggregate_head, classwise_head_weights, ga_fr
 from fedapp.params import set_arrays
-from strategies.base import FederatedStrategy, ServerSetup
+from strategies.base import FederatedStrategy, ServerSetup, client_mean
 
 # Federated-evaluation metrics of the clients -> metrics.jsonl names (means over clients).
 PM_VARIANTS = {"accuracy_la_fr": "test_pm_la_fr", "accuracy_local_head": "test_pm_local_head",
@@ -124,11 +123,12 @@ class FedLoGeStrategy(FederatedStrategy):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
     ) -> list[np.ndarray]:
         """FedAvg of everything, then psi's rows replaced by the class-wise average (if configured)."""
-        arrays = aggregate_inplace(results)
+        arrays = super().aggregate_updates(server_round, results)
         if self.config.head_aggregation == "classwise":
             counts = np.stack([decode_counts(res.metrics[CLASS_COUNTS_METRIC], self.num_classes) for _, res in results])
             sizes = np.array([res.num_examples for _, res in results], dtype=np.float64)
-            heads = [parameters_to_ndarrays(res.parameters)[self.psi_index] for _, res in results]
+            # Only psi: no need to deserialise each client's whole model a second time.
+            heads = [bytes_to_ndarray(res.parameters.tensors[self.psi_index]) for _, res in results]
             arrays[self.psi_index], _ = aggregate_head(heads, None, classwise_head_weights(counts, sizes))
         return arrays
 
@@ -174,7 +174,7 @@ class FedLoGeStrategy(FederatedStrategy):
         for key, name in PM_VARIANTS.items():
             values = [float(res.metrics[key]) for _, res in results if key in res.metrics]
             if values:
-                self.recorder.add(server_round, **{name: float(np.mean(values))})
+                self.recorder.add(server_round, **{name: client_mean(values)})
         return super().aggregate_evaluate(server_round, results, failures)
 
     # ------------------------------------------------------------ checkpoint
