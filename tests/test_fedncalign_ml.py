@@ -6,6 +6,8 @@ test_multilabel_losses.py, test_etf.py); here they are checked through the clien
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -240,3 +242,13 @@ def test_benchmark_plan_rows_are_valid_configs_and_ablations_stay_on_their_setti
     assert all(s.overrides["num-server-rounds"] == 30 for s in specs)
     with pytest.raises(ConfigError, match="--rows"):
         plan(["ml-digits-skewed"], ["no-such-row"], 1, 30, tmp_path, {})
+
+
+def test_step_benchmark_times_every_row_and_prints_json(capsys):
+    from benchmarks.fedncalign_step import main as step_main
+
+    assert step_main(["--steps", "2"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["ms_per_step"]) == {"fedavg", "fedncalign-ml", "fedncalign-ml-bce-only", "ladm-only"}
+    assert all(value > 0 for value in result["ms_per_step"].values())
+    assert result["ratio_to_fedavg"]["fedavg"] == 1.0
