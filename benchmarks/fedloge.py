@@ -9,11 +9,12 @@ strategies and clients), FedAvg first on even seeds and last on odd ones, so tha
 machine's load does not favour one method. Runs:
 
 - ``fedavg``: ``algorithm=fedavg``;
-- ``fedloge``: ``algorithm=fedloge`` (its defaults: SSE-C, class-wise psi, GA-FR psi, LA-FR);
+- ``fedloge``: ``algorithm=fedloge`` (its defaults: SSE-C, FedAvg of psi, GA-FR psi, LA-FR);
 - ``fedloge-etf``: ``algorithm=fedloge fedloge-classifier=etf`` (the dense ETF row of Table 3);
 - ``fedloge-ft5`` (not run by default): ``la-fr-finetune-epochs=5`` (Algorithm 1 line 12; 5 = the
   ``finetune-epochs`` of the FedBABU/FedETF baselines; training is identical to ``fedloge``);
-- ``fedloge-psi-fedavg`` (not run by default): ``head-aggregation=fedavg``.
+- ``fedloge-psi-classwise`` (not run by default): ``head-aggregation=classwise`` (the authors'
+  optional class-wise weights for psi).
 
 GA-FR and LA-FR are evaluation-time realignments (Algorithm 1, stages 2-3): a FedLoGe run records
 every head variant each round from the same trained model (``test_gm_psi_ga_fr``, ``test_gm_psi``,
@@ -46,7 +47,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "fedloge": {"algorithm": "fedloge"},
     "fedloge-etf": {"algorithm": "fedloge", "fedloge-classifier": "etf"},
     "fedloge-ft5": {"algorithm": "fedloge", "la-fr-finetune-epochs": 5},
-    "fedloge-psi-fedavg": {"algorithm": "fedloge", "head-aggregation": "fedavg"},
+    "fedloge-psi-classwise": {"algorithm": "fedloge", "head-aggregation": "classwise"},
 }
 # Table rows: (label, run, GM key, PM key), keys of the final test metrics in summary.json.
 ROWS: tuple[tuple[str, str, str, str], ...] = (
@@ -60,7 +61,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("FedLoGe, global head = SSE-C", "fedloge", "gm_fixed", "pm_la_fr"),
     ("FedLoGe, PM of the global model", "fedloge", "gm_psi_ga_fr", "pm_global"),
     ("FedLoGe + 5 epochs of LA-FR fine-tuning", "fedloge-ft5", "gm_psi_ga_fr", "pm"),
-    ("FedLoGe, psi aggregated by FedAvg weights", "fedloge-psi-fedavg", "gm_psi_ga_fr", "pm_la_fr"),
+    ("FedLoGe, psi aggregated class-wise", "fedloge-psi-classwise", "gm_psi_ga_fr", "pm_la_fr"),
 )
 SHOTS = ("many", "medium", "few")
 TIMING_FILE = "benchmark-timing.json"

@@ -17,12 +17,12 @@ import json
 import os
 import platform
 import sys
-import time
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.steptime import time_rows
 from fedapp.models.backbones import SmallCNN
 from fedapp.models.ladm import LADM
 from fedapp.models.multilabel import build_multilabel_net
@@ -64,20 +64,6 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
                                           fedncalign(0.0)),
         "ladm-only": lambda: ladm(tokens).sum().backward(),
     }
-
-
-def time_rows(steps: dict[str, Callable[[], None]], count: int, passes: int = 2) -> dict[str, float]:
-    """Milliseconds of CPU time per step, mean over ``passes`` interleaved passes."""
-    totals = {name: 0.0 for name in steps}
-    for _ in range(passes):
-        for name, step in steps.items():
-            for _ in range(20):
-                step()
-            started = time.process_time()
-            for _ in range(count):
-                step()
-            totals[name] += (time.process_time() - started) / count * 1000.0
-    return {name: total / passes for name, total in totals.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,8 +15,9 @@ with SGD (the paper's optimizer) at ``fedloge-head-lr`` (the authors' code's 0.0
 value) with the run's momentum and weight decay. theta (with its BN statistics) and psi are
 returned; phi_k is excluded from the shared keys, so the base client keeps it in ``context.state``.
 The fit metrics add the
-checksum of the W this client rebuilt (the server rejects the update if it differs from its own) and
-the client's class counts (for the class-wise aggregation of psi; C integers).
+checksum of the W this client rebuilt (the server rejects the update if it differs from its own) and,
+with ``head-aggregation=classwise`` only, the client's class counts (C integers; by default nothing
+beyond what FedAvg sends leaves the client, as the paper's Appendix states).
 
 Personalized model (federated evaluation, PM): LA-FR (Eq. 7),
 
@@ -113,7 +114,8 @@ class FedLoGeClient(BaseClient):
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
         arrays, num_examples, metrics = super().fit(parameters, config)
         metrics[CHECKSUM_METRIC] = self.model.fixed_checksum
-        metrics[CLASS_COUNTS_METRIC] = encode_counts(class_counts(self.train_set.labels, self.bundle.num_classes))
+        if self.config.head_aggregation == "classwise":  # only then does the server learn the class counts
+            metrics[CLASS_COUNTS_METRIC] = encode_counts(class_counts(self.train_set.labels, self.bundle.num_classes))
         return arrays, num_examples, metrics
 
     # ----------------------------------------------------------- personalization

@@ -126,7 +126,7 @@ class RunConfig:
     fedloge_classifier: str = "sse-c"  # FedLoGe: fixed classifier "sse-c" (sparse, Eq. 3-5) or "etf" (dense; Table 3)
     sparsity: float = 0.6  # FedLoGe: beta, fraction of zero entries of every SSE-C class vector
     sse_c_norm: float = 1.0  # FedLoGe: gamma, the norm of every class vector of SSE-C (and of the "etf" ablation)
-    head_aggregation: str = "classwise"  # FedLoGe: aggregate psi "classwise" (authors' code) or by "fedavg"
+    head_aggregation: str = "fedavg"  # FedLoGe: aggregate psi by "fedavg" (paper, authors' default) or "classwise"
     ga_fr: bool = True  # FedLoGe: global model uses psi_c / ||psi_c|| (Eq. 6); false: raw psi
     global_head: str = "psi"  # FedLoGe: global model's classifier "psi" (paper) or "sse-c" (the fixed one)
     la_fr: bool = True  # FedLoGe: personal head phi'_kc = psi_c/||psi_c|| * ||phi_kc|| (Eq. 7); false: raw phi_k

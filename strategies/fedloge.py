@@ -1,5 +1,5 @@
 """FedLoGe (Xiao et al., ICLR 2024, "FedLoGe: Joint Local and Generic Federated Learning under
-Long-tailed Data"): SSE-C, class-wise aggregation of the auxiliary head, GA-FR.
+Long-tailed Data"): SSE-C, aggregation of the backbone and the auxiliary head, GA-FR.
 
 Before round 1 the server builds the Static Sparse ETF Classifier W (Eq. 3-5; ``sparsity`` = beta,
 ``sse-c-norm`` = gamma; :func:`fedapp.models.sse_c.build_sse_c`) from the run seed and logs its
@@ -10,12 +10,14 @@ checksum differs from the server's is rejected (it was trained against another c
 Aggregation of the shared model w = {theta, psi} (clients keep phi_k):
 
     theta_{t+1}  = sum_k (n_k / n) theta_k                                   (FedAvg)
-    psi_{t+1,c}  = sum_k a_{k,c} psi_{k,c},   a_{k,c} ∝ (n_k / n) * p_k[c] / sum_k' p_k'[c]
+    psi_{t+1,c}  = sum_k a_{k,c} psi_{k,c}
 
-with p_k client k's class proportions (``head-aggregation=classwise``, the authors' code; the
-weights are normalised per class, i.e. a_{k,c} = n_{k,c} / n_c; see
-:func:`fedapp.models.feature_realignment.classwise_head_weights`) or a_{k,c} = n_k / n
-(``head-aggregation=fedavg``).
+with a_{k,c} = n_k / n (``head-aggregation=fedavg``, the default: Algorithm 1 line 6 aggregates
+theta and psi alike, the paper's Appendix states that nothing beyond FedAvg's information is sent,
+and it is the authors' code's default switch) or, with ``head-aggregation=classwise`` (the authors'
+optional ``class_wise`` switch), a_{k,c} ∝ (n_k / n) * p_k[c] / sum_k' p_k'[c] normalised per
+class, i.e. n_{k,c} / n_c, from the class counts the clients then send
+(:func:`fedapp.models.feature_realignment.classwise_head_weights`).
 
 Global model for evaluation (GM), GA-FR (Eq. 6): z = h @ psi'^T with psi'_c = psi_c / ||psi_c||_2
 (``ga-fr=false``: raw psi; ``global-head=sse-c``: z = h @ W, the authors' code's default). The psi
@@ -60,7 +62,7 @@ PM_VARIANTS = {"accuracy_la_fr": "test_pm_la_fr", "accuracy_local_head": "test_p
 
 
 class FedLoGeStrategy(FederatedStrategy):
-    """FedAvg of theta, class-wise aggregation of psi, GA-FR global model, SSE-C checksum check."""
+    """FedAvg of theta and psi (or class-wise psi), GA-FR global model, SSE-C checksum check."""
 
     def __init__(self, setup: ServerSetup) -> None:
         super().__init__(setup)

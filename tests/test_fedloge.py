@@ -8,6 +8,7 @@ The math itself (SSE-C, GA-FR, LA-FR, class-wise weights) is tested in ``test_ss
 from __future__ import annotations
 
 import copy
+import json
 import math
 from logging import WARNING
 
@@ -267,7 +268,7 @@ def test_la_fr_finetune_trains_a_copy_of_the_personal_head():
 
 
 # --------------------------------------------------------------- what travels, what stays
-def test_fit_returns_theta_and_psi_never_phi_and_reports_checksum_and_counts():
+def test_fit_returns_theta_and_psi_never_phi_and_reports_checksum_only():
     client = make_client()
     start = client.get_parameters({})
     arrays, num_examples, metrics = client.fit(start, {"server-round": 1})
@@ -276,9 +277,17 @@ def test_fit_returns_theta_and_psi_never_phi_and_reports_checksum_and_counts():
     assert np.array_equal(arrays[client.keys.index(PSI_KEY)], client.model.global_head.weight.detach().numpy())
     assert not any(a.shape == phi.shape and np.array_equal(a, phi) for a in arrays), "phi_k was sent"
     assert metrics[CHECKSUM_METRIC] == client.model.fixed_checksum
+    # head-aggregation=fedavg (default): the class counts never leave the client.
+    assert CLASS_COUNTS_METRIC not in metrics
+    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["train_local_head_loss"])
+
+
+def test_fit_reports_class_counts_only_for_classwise_aggregation():
+    client = make_client(**{"head-aggregation": "classwise"})
+    _, num_examples, metrics = client.fit(client.get_parameters({}), {"server-round": 1})
     counts = decode_counts(metrics[CLASS_COUNTS_METRIC], 10)
     assert counts.sum() == num_examples == len(client.train_set)
-    assert math.isfinite(metrics["train_loss"]) and math.isfinite(metrics["train_local_head_loss"])
+    np.testing.assert_array_equal(counts, np.bincount(client.train_set.labels, minlength=10))
 
 
 def test_phi_persists_across_two_rounds_through_the_same_context_state():
@@ -338,7 +347,7 @@ def _updates(strategy: FedLoGeStrategy, psis: list[np.ndarray], counts: list[lis
 
 
 def test_classwise_aggregation_of_psi_and_fedavg_of_theta(tmp_path):
-    strategy = make_strategy(tmp_path)
+    strategy = make_strategy(tmp_path, **{"head-aggregation": "classwise"})
     psi_a, psi_b = np.ones((10, 64), np.float32), np.full((10, 64), 3.0, np.float32)
     # Client A: 8 of class 0, 2 of class 1; client B: 2 and 6; nobody holds classes 2..9.
     counts = [[8, 2] + [0] * 8, [2, 6] + [0] * 8]
@@ -372,7 +381,9 @@ def test_checksum_mismatch_rejects_the_update_with_a_logged_reason(tmp_path, cap
     assert "rejected the update of node 2" in caplog.text and "checksum" in caplog.text
     # A missing checksum or (class-wise) missing counts are rejected too.
     assert "no 'fixed-classifier-checksum'" in strategy.fedloge_reason({})
-    assert "class counts" in strategy.fedloge_reason({CHECKSUM_METRIC: strategy.fixed.checksum})
+    assert strategy.fedloge_reason({CHECKSUM_METRIC: strategy.fixed.checksum}) is None  # fedavg: no counts needed
+    classwise = make_strategy(tmp_path / "classwise", **{"head-aggregation": "classwise"})
+    assert "class counts" in classwise.fedloge_reason({CHECKSUM_METRIC: classwise.fixed.checksum})
 
 
 def test_checkpoint_carries_the_fixed_classifier_and_refuses_another(tmp_path):
@@ -418,3 +429,27 @@ def test_flower_simulation_fedloge_10_nodes(flower_run):
         assert math.isfinite(summary["final"][name]), name
     assert all(row["clients_ok"] == 10 and row["clients_rejected"] == 0 for row in rows)
     assert (run_dir / "fixed_classifier.json").is_file()
+
+
+# --------------------------------------------------------------- benchmarks
+def test_step_benchmark_times_steps_and_client_rounds_and_prints_json(capsys):
+    from benchmarks.fedloge_step import main as step_main
+
+    assert step_main(["--steps", "1", "--passes", "1", "--rounds", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["ms"]) == {"step", "client-round"}
+    for row, values in result["ms"].items():
+        assert set(values) == {"fedavg", "fedloge"} and all(v > 0 for v in values.values())
+        assert result["ratio_to_fedavg"][row] == pytest.approx(values["fedloge"] / values["fedavg"])
+
+
+def test_time_rows_median_and_mean_and_bad_statistic():
+    from benchmarks.steptime import time_rows
+
+    calls = {"a": 0, "b": 0}
+    rows = {"a": lambda: calls.__setitem__("a", calls["a"] + 1), "b": lambda: calls.__setitem__("b", calls["b"] + 1)}
+    result = time_rows(rows, count=3, passes=4, statistic="median", warmup=2)
+    assert calls == {"a": 2 + 3 * 4, "b": 2 + 3 * 4}  # warm-up once, then count x passes, interleaved
+    assert set(result) == {"a", "b"} and all(v >= 0 for v in result.values())
+    with pytest.raises(ValueError, match="allowed: mean, median"):
+        time_rows(rows, 1, statistic="max")
