@@ -11,6 +11,7 @@ import copy
 import json
 import math
 from logging import WARNING
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -453,3 +454,21 @@ def test_time_rows_median_and_mean_and_bad_statistic():
     assert set(result) == {"a", "b"} and all(v >= 0 for v in result.values())
     with pytest.raises(ValueError, match="allowed: mean, median"):
         time_rows(rows, 1, statistic="max")
+
+
+@pytest.mark.slow
+def test_benchmark_runs_each_federation_in_a_fresh_process_and_writes_its_table(tmp_path):
+    from benchmarks.fedloge import main as bench_main
+
+    out = tmp_path / "bench"
+    assert bench_main(["--imbalance-factors", "50", "--seeds", "1", "--rounds", "2", "--nodes", "3",
+                       "--runs", "fedavg,fedloge", "--out", str(out)]) == 0
+    result = json.loads((out / "fedloge_benchmark.json").read_text())
+    assert {r["run"] for r in result["records"]} == {"fedavg", "fedloge"}
+    for record in result["records"]:
+        timing = json.loads((Path(record["run_dir"]) / "benchmark-timing.json").read_text())
+        assert timing["isolated"] is True and timing["run_cpu_seconds"] > 0  # the child's CPU, not ours
+        assert 0.0 <= record["final"]["gm"] <= 1.0 and 0.0 <= record["final"]["pm"] <= 1.0
+    rows = {(r["row"], r["imbalance_factor"]) for r in result["table"]}
+    assert ("SSE-C + GA-FR + LA-FR (FedLoGe)", 50.0) in rows and ("FedAvg", 50.0) in rows
+    assert result["timing"]["fedloge"]["pairs"][0]["wall_ratio"] > 0
