@@ -26,7 +26,8 @@ divided by the rounds; the ratios FedLoGe / FedAvg are per (imbalance factor, se
 averaged. Each run executes in a fresh Python process (``--isolate``, the default; as a real
 ``flwr run`` would): run back to back in one long-lived process, FedLoGe measured 1.15x FedAvg's
 round time over 12 seed pairs, in fresh processes 1.03x over the same pairs, while its training
-step alone costs 1.03-1.04x (benchmarks/results/fedloge-lt-digits.md). Every run directory is kept under ``DIR/runs``; a finished run is not rerun (resumable).
+step alone costs 1.03-1.04x (benchmarks/results/fedloge-lt-digits.md). Every run directory is kept
+under ``DIR/runs``; a finished run is not rerun (resumable).
 Writes ``DIR/fedloge_benchmark.md`` and ``.json``; prints one JSON object as its last line.
 """
 

@@ -1,6 +1,6 @@
 """Where FedLoGe's extra round time goes: one training step and one client round, FedAvg vs FedLoGe.
 
-    python -m benchmarks.fedloge_step [--steps 30] [--passes 60] [--rounds 3] [--seed 0]
+    python -m benchmarks.fedloge_step [--steps 30] [--passes 60] [--rounds 20] [--seed 0]
 
 One thread, CPU time (``time.process_time``), rows interleaved, median over ``--passes`` passes
 (:func:`benchmarks.steptime.time_rows`). Rows:
@@ -37,7 +37,7 @@ from fedapp.config import RunConfig
 from fedapp.data import federate
 from fedapp.loops import make_optimizer
 from fedapp.models.backbones import SmallCNN
-from fedapp.models.fedloge_net import GLOBAL_HEAD, LOCAL_HEAD, FedLoGeNet, fedloge_loss, fixed_classifier
+from fedapp.models.fedloge_net import FedLoGeNet, backbone_and_head_parameters, fedloge_loss, fixed_classifier
 from fedapp.models.nets import PooledLinearNet
 from fedapp.registry import get_algorithm
 
@@ -54,10 +54,9 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
     fedavg_optimizer = make_optimizer(list(fedavg.parameters()), "adamw", 3e-3, 0.01, 0.9)
     fedloge = FedLoGeNet(SmallCNN(1, WIDTH, DIM), DIM, fixed_classifier("sse-c", NUM_CLASSES, DIM, 0.6, 1.0, seed),
                          head_seed=seed + 1)
-    heads = (GLOBAL_HEAD, LOCAL_HEAD)
+    theta, heads = backbone_and_head_parameters(fedloge)
     fedloge_optimizer = OptimizerChain([
-        make_optimizer([p for n, p in fedloge.named_parameters() if not n.startswith(heads)], "adamw", 3e-3, 0.01, 0.9),
-        make_optimizer([p for n, p in fedloge.named_parameters() if n.startswith(heads)], "sgd", 0.03, 0.01, 0.9),
+        make_optimizer(theta, "adamw", 3e-3, 0.01, 0.9), make_optimizer(heads, "sgd", 0.03, 0.01, 0.9),
     ])
 
     def fedavg_step() -> None:

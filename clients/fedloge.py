@@ -50,10 +50,10 @@ from fedapp.models.backbones import build_backbone
 from fedapp.models.fedloge_net import (
     CHECKSUM_METRIC,
     CLASS_COUNTS_METRIC,
-    GLOBAL_HEAD,
     LOCAL_HEAD,
     FedLoGeNet,
     LinearHead,
+    backbone_and_head_parameters,
     encode_counts,
     fedloge_loss,
     fixed_classifier,
@@ -97,9 +97,7 @@ class FedLoGeClient(BaseClient):
         ||phi_kc|| with client k's class counts +0.92 with SGD, -0.47 with AdamW heads.
         """
         cfg = self.config
-        heads = (GLOBAL_HEAD, LOCAL_HEAD)
-        theta = [p for name, p in self.model.named_parameters() if not name.startswith(heads)]
-        head_params = [p for name, p in self.model.named_parameters() if name.startswith(heads)]
+        theta, head_params = backbone_and_head_parameters(self.model)
         optimizer = OptimizerChain([
             self.make_optimizer(theta),
             self.head_optimizer(head_params),

@@ -181,6 +181,14 @@ def personal_classifier(net: FedLoGeNet, realign: bool) -> torch.Tensor:
     return la_fr(net.global_head.weight.detach(), phi) if realign else phi.clone()
 
 
+def backbone_and_head_parameters(net: FedLoGeNet) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """theta (everything but the heads) and the heads psi and phi_k: each trains with its own optimizer."""
+    heads = (GLOBAL_HEAD, LOCAL_HEAD)
+    theta = [p for name, p in net.named_parameters() if not name.startswith(heads)]
+    head_params = [p for name, p in net.named_parameters() if name.startswith(heads)]
+    return theta, head_params
+
+
 def fedloge_loss(
     model: FedLoGeNet, images: torch.Tensor, targets: torch.Tensor
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -199,7 +207,7 @@ def fedloge_loss(
 
 
 __all__ = [
-    "FedLoGeNet", "FixedClassifier", "LinearHead", "fedloge_loss", "fixed_classifier",
+    "FedLoGeNet", "FixedClassifier", "LinearHead", "backbone_and_head_parameters", "fedloge_loss", "fixed_classifier",
     "global_classifier", "personal_classifier", "encode_counts", "decode_counts", "GLOBAL_HEAD", "LOCAL_HEAD",
     "CHECKSUM_METRIC", "CLASS_COUNTS_METRIC",
 ]
