@@ -265,7 +265,8 @@ class RunConfig:
             _check(0 <= self.tau < 1, "tau", self.tau, "a margin on a sigmoid probability in [0, 1) "
                    "(fedncalign-formulation=authors)")
         else:
-            _check(-1 <= self.tau < 1, "tau", self.tau, "a cosine threshold in [-1, 1) (fedncalign-formulation=mean-cosine)")
+            _check(-1 <= self.tau < 1, "tau", self.tau,
+                   "a cosine threshold in [-1, 1) (fedncalign-formulation=mean-cosine)")
         _check(self.temperature > 0, "temperature", self.temperature, "a number > 0")
         _check(self.classifier in ("etf", "fc"), "classifier", self.classifier, "etf or fc")
         _check(

@@ -10,7 +10,7 @@ Ablation switches (paper Tables 5-8):
 - ``classifier="fc"`` with LADM: a learnable per-class linear (group-wise linear, Query2Label):
   logit_c = <h_c, v_c> + b_c;
 - ``use_ladm=False``: global-average-pooled feature f (B, d); ``classifier="etf"`` gives
-  logit_c = s * <f, w_c>; ``classifier="fc"`` is exactly :class:`~fedapp.models.nets.PooledLinearNet`
+  logit_c = s * <f, w_c> (+ b_c); ``classifier="fc"`` is exactly :class:`~fedapp.models.nets.PooledLinearNet`
   (the FedAvg baseline), which :func:`build_multilabel_net` returns for that row;
 - ``query_mode``: fixed ETF queries, or learnable queries initialised from the ETF or at random.
 

@@ -112,7 +112,8 @@ def topk_rejection_loss(class_logits: torch.Tensor, targets: torch.Tensor, tau: 
     """
     if class_logits.dim() != 3 or class_logits.shape[:2] != targets.shape:
         raise ValueError(
-            f"class_logits must be (B, C, C) for targets (B, C) = {tuple(targets.shape)}, got {tuple(class_logits.shape)}"
+            f"class_logits must be (B, C, C) for targets (B, C) = {tuple(targets.shape)}, "
+            f"got {tuple(class_logits.shape)}"
         )
     if not 0.0 <= tau < 1.0:
         raise ValueError(f"tau is a margin on a sigmoid probability in [0, 1), got {tau}")
@@ -201,7 +202,8 @@ def authors_loss(
                 raise ValueError(f"temperature must be > 0, got {temperature}")
             contrastive = _contrastive_sum(prototype_cosines(class_features, prototypes), targets, temperature)
     rejection_factor, contrastive_factor = warmup
-    total = bce + (rejection_factor * lambda_rejection) * rejection + (contrastive_factor * lambda_contrastive) * contrastive
+    total = (bce + (rejection_factor * lambda_rejection) * rejection
+             + (contrastive_factor * lambda_contrastive) * contrastive)
     terms = {"bce": bce.detach(), "rejection": rejection.detach(), "contrastive": contrastive.detach()}
     return total, terms
 
@@ -283,6 +285,7 @@ def mean_cosine_loss(
         if lambda_contrastive > 0.0:
             contrastive = _contrastive_from_cosines(cosines, targets, temperature)
     rejection_factor, contrastive_factor = warmup  # 1.0 * lambda is lambda exactly: no warm-up, no change
-    total = bce + (rejection_factor * lambda_rejection) * rejection + (contrastive_factor * lambda_contrastive) * contrastive
+    total = (bce + (rejection_factor * lambda_rejection) * rejection
+             + (contrastive_factor * lambda_contrastive) * contrastive)
     terms = {"bce": bce.detach(), "rejection": rejection.detach(), "contrastive": contrastive.detach()}
     return total, terms
