@@ -8,6 +8,9 @@ One thread, a batch of ml-digits-shaped composites (1 x 8 x 16, 10 labels, rando
 mean of both passes is reported). Rows: FedAvg (pooled feature, linear head, BCE), FedNCAlign-ML
 (ETF + LADM + both losses), FedNCAlign-ML with BCE only (the losses' share), LADM alone (forward +
 backward of the module on the backbone's 32 tokens). Prints one JSON object as its last line.
+The losses are the ``mean-cosine`` formulation (weights 1, tau 0.5, T 0.2, ETF head without scale
+or bias), the one ``benchmarks/results/fedncalign-step.json`` was measured with; the default
+``authors`` formulation is not timed here.
 """
 
 from __future__ import annotations
