@@ -24,6 +24,11 @@ Local objective (Eq. 9), each term returned unweighted for logging as ``train_bc
 where f = 1, or with ``fedncalign-warmup`` the authors' ramps over the rounds
 (:func:`~fedapp.models.multilabel_losses.warmup_factors`).
 
+Not taken from the authors' trainer: the optimizer. Theirs is AdamW (betas 0.9/0.98, no weight
+decay on parameters named ``bias``) with a linear warm-up/decay schedule; here every algorithm uses
+the run's ``optimizer`` / ``lr`` / ``weight-decay`` on all parameters, so that the comparison with
+the baselines differs only in the method.
+
 Ablation switches (run config, paper Tables 7-8): ``use-ladm`` (false: pooled feature),
 ``classifier`` (``etf`` fixed, or ``fc`` learnable group-wise linear; no LADM + fc is exactly the
 FedAvg model), ``ladm-queries`` (``etf`` fixed, ``etf-learnable``, ``random-learnable``; learnable
