@@ -166,7 +166,10 @@ class RunRecorder:
 
 
 def progress_line(row: dict[str, Any], num_rounds: int, task: str) -> str:
-    """``[round 3/20] macro_auc=0.912 macro_f1=0.501 loss=0.231 (1.8 s)``: what simulate shows."""
+    """``[round 3/20] macro_auc=0.912 macro_f1=0.501 loss=0.231 (1.8 s, ETA 0:00:31)``: what simulate shows.
+
+    The ETA is the rounds left times the mean wall time per round so far (setup included).
+    """
     names = ("macro_auc", "macro_f1") if task == "multilabel" else ("accuracy", "pm")
     parts = [f"[round {row['round']}/{num_rounds}]"]
     for name in names:
@@ -179,8 +182,18 @@ def progress_line(row: dict[str, Any], num_rounds: int, task: str) -> str:
     if row.get("round_skipped"):
         parts.append("SKIPPED (too few valid updates)")
     if "round_seconds" in row:
-        parts.append(f"({row['round_seconds']:.1f} s)")
+        eta = ""
+        if row.get("wall_seconds") and row["round"] > 0:
+            left = max(num_rounds - row["round"], 0) * row["wall_seconds"] / row["round"]
+            eta = f", ETA {format_seconds(left)}"
+        parts.append(f"({row['round_seconds']:.1f} s{eta})")
     return " ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def test_metrics(row: dict[str, Any], task: str) -> dict[str, float]:
