@@ -109,7 +109,8 @@ def test_sweep_progress_counts_runs_and_estimates_the_rest(monkeypatch, capsys):
 
 
 def test_report_command_writes_a_comparison_page(tmp_path, capsys):
-    first, second = fake_run(tmp_path / "a"), fake_run(tmp_path / "b", algorithm="fedavg")
+    first = fake_run(tmp_path / "a", tensorboard=False)
+    second = fake_run(tmp_path / "b", tensorboard=False, algorithm="fedavg")
     page = tmp_path / "cmp" / "page.html"
     assert report_main([str(first), str(second), "--out", str(tmp_path / "cmp.png"), "--html", str(page)]) == 0
     text = page.read_text()
