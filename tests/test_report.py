@@ -170,3 +170,15 @@ def test_two_round_run_leaves_report_tensorboard_and_partition(tmp_path):
     assert clients["round"] == 2 and set(clients["clients"]) == {"0", "1", "2", "3"}
     assert all(0 <= v["macro_f1"] <= 1 for v in clients["clients"].values())
     assert (run_dir / "plots" / "partition.png").is_file() and (run_dir / "plots" / "clients.png").is_file()
+
+
+@pytest.mark.slow
+def test_simulate_no_tensorboard_flag(tmp_path):
+    from fedapp.simulate import main as simulate_main
+
+    run_dir = tmp_path / "run"
+    code = simulate_main(["--engine", "inprocess", "--nodes", "2", "--no-tensorboard", "-c",
+                          f"dataset='lt-digits' num-server-rounds=1 local-epochs=1 output-dir='{run_dir}'"])
+    assert code == 0
+    assert (run_dir / "report.html").is_file() and not list(run_dir.glob("events.out.tfevents.*"))
+    assert load_run(run_dir)["config"]["tensorboard"] is False
