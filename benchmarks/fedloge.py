@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.progress import RunProgress
 from fedapp.tables import mean_std
 
 RUNS: dict[str, dict[str, Any]] = {
@@ -153,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
 
     records: list[dict[str, Any]] = []
+    progress = RunProgress(len(factors) * args.seeds * len(runs), "fedloge-bench")
     for factor in factors:
         for seed in range(args.seeds):
             order = runs if seed % 2 == 0 else runs[::-1]
@@ -172,9 +174,11 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 records.append(record)
                 final = record["final"]
-                print(f"[fedloge-bench] IF={factor:g} seed={seed} {name}: GM={final['gm']:.4f} PM={final['pm']:.4f} "
-                      f"round={record['mean_round_seconds']:.2f}s cpu/round={record['cpu_seconds_per_round']:.2f}s "
-                      f"({time.perf_counter() - begin:.0f} s)", file=sys.stderr, flush=True)
+                progress.finished(f"IF={factor:g} seed={seed} {name}: GM={final['gm']:.4f} PM={final['pm']:.4f} "
+                                  f"round={record['mean_round_seconds']:.2f}s "
+                                  f"cpu/round={record['cpu_seconds_per_round']:.2f}s "
+                                  f"({time.perf_counter() - begin:.0f} s)")
+    progress.close()
 
     result = {"setting": {"dataset": "lt-digits", "imbalance_factors": factors, "alpha": args.alpha,
                           "nodes": args.nodes, "rounds": args.rounds, "seeds": list(range(args.seeds)),

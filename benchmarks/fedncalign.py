@@ -55,6 +55,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks.progress import RunProgress
 from fedapp.config import ConfigError
 from fedapp.results import PROJECT_ROOT
 from fedapp.tables import (
@@ -137,12 +138,12 @@ def timed_execute(spec: RunSpec, nodes: int) -> dict[str, float]:
 def run_all(specs: Sequence[RunSpec], nodes: int) -> list[tuple[RunSpec, str]]:
     """Run what is not finished; one progress line per run (stderr); returns the failures."""
     failures = []
-    started = time.monotonic()
-    for index, spec in enumerate(specs, start=1):
-        prefix = f"[{index}/{len(specs)}] {spec.label}:"
+    progress = RunProgress(len(specs), "fedncalign-bench")
+    for spec in specs:
+        prefix = f"{spec.label}:"
         state = run_state(spec, nodes)
         if state == "done":
-            print(f"{prefix} done earlier", file=sys.stderr, flush=True)
+            progress.finished(f"{prefix} done earlier", executed=False)
             continue
         if state == "partial":
             shutil.rmtree(spec.run_dir)
@@ -156,7 +157,8 @@ def run_all(specs: Sequence[RunSpec], nodes: int) -> list[tuple[RunSpec, str]]:
         except Exception as error:  # noqa: BLE001 - one failed run must not stop the sweep
             failures.append((spec, f"{type(error).__name__}: {error}"))
             outcome = f"FAILED ({type(error).__name__}: {error})"
-        print(f"{prefix} {outcome} | elapsed {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+        progress.finished(f"{prefix} {outcome}")
+    progress.close()
     return failures
 
 

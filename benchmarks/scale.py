@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.progress import RunProgress
 from fedapp.results import PROJECT_ROOT
 from fedapp.simulate import to_override_string
 
@@ -255,9 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="fedapp-scale-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     cases = []
-    for dataset in args.datasets:
-        for clients in args.clients:
-            cases.append(run_case(dataset, clients, args.rounds, work, args.sample_seconds, args.timeout))
+    with RunProgress(len(args.datasets) * len(args.clients), "scale-bench") as progress:
+        for dataset in args.datasets:
+            for clients in args.clients:
+                case = run_case(dataset, clients, args.rounds, work, args.sample_seconds, args.timeout)
+                cases.append(case)
+                progress.finished(f"{dataset}, {clients} clients: {case['rounds']} rounds, "
+                                  f"{_mean(case['round_seconds']):.2f} s/round")
     print_table(cases)
     result = {
         "benchmark": "scale", "engine": "flower simulation (Ray), 1 CPU per ClientApp actor",

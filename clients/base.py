@@ -19,8 +19,9 @@ override ``fit`` too):
   run, its ``context.state`` is restored from disk and the client rebuilt from it *before* any of
   its code runs; after each fit, ``context.state`` is written back (see :mod:`fedapp.node_state`).
   So a restarted SuperNode, or a resumed run, keeps its personalization.
-- Fit replies carry the bookkeeping metric ``partition-id``, so the server's logs and
-  ``metrics.jsonl`` (``partitions_ok``) name clients by partition.
+- Fit and evaluate replies carry the bookkeeping metrics ``partition-id`` and ``num-partitions``,
+  so the server's logs and ``metrics.jsonl`` (``partitions_ok``) name clients by partition, and the
+  server can redraw the partition (``plots/partition.png``) and file per-client metrics.
 - ``fault-injection`` (a TESTING AID, off by default; :mod:`fedapp.faults`) makes a chosen client
   raise or send NaN.
 """
@@ -52,11 +53,12 @@ from fedapp.models.nets import PooledLinearNet
 from fedapp.params import get_arrays, set_arrays, shared_keys
 
 PRIVATE_MODEL_KEY = "private-model"
-# Must equal strategies.base.SERVER_ROUND_KEY / GENERATIONS_KEY / PARTITION_METRIC (clients do not
-# import the server package).
+# Must equal strategies.base.SERVER_ROUND_KEY / GENERATIONS_KEY / PARTITION_METRIC /
+# NUM_PARTITIONS_METRIC (clients do not import the server package).
 SERVER_ROUND_KEY = "server-round"
 GENERATIONS_KEY = "state-generations"
 PARTITION_METRIC = "partition-id"
+NUM_PARTITIONS_METRIC = "num-partitions"
 
 
 @dataclass(frozen=True)
@@ -195,16 +197,22 @@ class BaseClient(NumPyClient):
                 poisoned = [np.full_like(a, np.nan) if np.issubdtype(a.dtype, np.floating) else a
                             for a in parameters_to_ndarrays(res.parameters)]
                 res.parameters = ndarrays_to_parameters(poisoned)
-            res.metrics[PARTITION_METRIC] = self.partition_id
+            res.metrics.update(self.bookkeeping_metrics())
             return res
 
         def evaluate(ins: EvaluateIns) -> EvaluateRes:
             client.numpy_client = self.restored(ins.config)  # type: ignore[attr-defined]
-            return numpy_evaluate(ins)
+            res = numpy_evaluate(ins)
+            res.metrics.update(self.bookkeeping_metrics())
+            return res
 
         client.fit = fit  # type: ignore[method-assign]
         client.evaluate = evaluate  # type: ignore[method-assign]
         return client
+
+    def bookkeeping_metrics(self) -> dict[str, int]:
+        """Which partition replied, and of how many (the server files per-client results by it)."""
+        return {PARTITION_METRIC: self.partition_id, NUM_PARTITIONS_METRIC: len(self.setup.split.client_train)}
 
     def restored(self, config: dict[str, Any]) -> "BaseClient":
         """This client, or, on a node's first message in a run, one rebuilt from its ``state-dir`` state."""

@@ -48,13 +48,14 @@ CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT_VERSION = 1
 
 # Keys that may differ between a checkpoint and the run that resumes it: where and how long to run,
-# and how to treat failures and stragglers. Everything else (algorithm, dataset, partition, model,
-# optimisation, seed, each algorithm's own keys) must be equal, or resuming is refused.
+# what to write besides the results, and how to treat failures and stragglers. Everything else
+# (algorithm, dataset, partition, model, optimisation, seed, each algorithm's own keys) must be
+# equal, or resuming is refused.
 RESUMABLE_KEYS = frozenset({
     "num-server-rounds", "output-dir", "resume", "preset", "checkpoint-every", "state-dir", "device",
     "eval-batch-size", "data-root", "fraction-fit", "fraction-evaluate", "min-fit-clients",
     "min-available-clients", "on-insufficient-clients", "round-retries", "max-update-norm",
-    "fault-injection",
+    "fault-injection", "tensorboard",
 })
 
 

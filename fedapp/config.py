@@ -29,7 +29,7 @@ ALGORITHMS = (
 )
 DATASETS = (
     "ml-digits", "lt-digits", "ml-cifar10", "cifar10-lt", "cifar100-lt", "ml-dermamnist",
-    "voc2012", "chestx-ray14", "imagenet-lt",
+    "voc2012", "chestx-ray14", "imagenet-lt", "image-folder", "multilabel-csv",
 )
 CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm": ALGORITHMS,
@@ -92,6 +92,8 @@ class RunConfig:
     output_dir: str = ""
     device: str = ""
     eval_batch_size: int = 512
+    tensorboard: bool = True  # TensorBoard event files in the run directory (written by the server only)
+    image_size: int = 32  # image-folder / multilabel-csv: images are resized to image-size x image-size
     # SphereFed / FedLGT (issue 7): multi-label baselines of the FedNCAlign-ML tables
     spherefed_scale: float = 16.0  # SphereFed: s in logit_c = s * cos(z, w_c) (fixed orthonormal classifier)
     spherefed_ridge: float = 0.01  # SphereFed: lambda in W* = (sum_k Z_k^T Z_k + lambda I)^-1 sum_k Z_k^T Y_k
@@ -213,6 +215,7 @@ class RunConfig:
         _check(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
         _check(self.eval_batch_size >= 1, "eval-batch-size", self.eval_batch_size, "an integer >= 1")
+        _check(self.image_size >= 8, "image-size", self.image_size, "an integer >= 8 (pixels per side)")
         # SphereFed / FedLGT (issue 7)
         _check(self.spherefed_scale > 0, "spherefed-scale", self.spherefed_scale, "a number > 0")
         _check(self.spherefed_ridge >= 0, "spherefed-ridge", self.spherefed_ridge, "a number >= 0 (> 0 keeps the system solvable)")

@@ -3,7 +3,16 @@
     <run dir>/config.yaml      the resolved run config (kebab-case keys) + num-partitions
     <run dir>/metrics.jsonl    one JSON object per round (written when the round ends)
     <run dir>/summary.json     "final" and "best" metrics, rounds, bytes_per_round, mean_round_seconds
-    <run dir>/plots/*.png      each test metric over rounds (validation dashed), training loss terms
+    <run dir>/plots/*.png      each test metric over rounds (validation dashed), training loss terms,
+                               partition.png (clients x classes counts; global class counts),
+                               clients.png (the per-client metric of the last round that has one)
+    <run dir>/partition.json   class names, the (clients x classes) training counts, global counts
+    <run dir>/clients.jsonl    one line per round with per-client metrics: single-label, each
+                               client's personalized local-test accuracy (federated evaluation);
+                               multi-label, the final global model's macro-F1/AUC over each
+                               client's own classes on the global test set (last round)
+    <run dir>/report.html      one self-contained page: config, summary, plots, per-client table
+    <run dir>/events.out.tfevents.*  TensorBoard scalars and hparams (``tensorboard=true``)
     <run dir>/checkpoint.npz   the latest checkpoint (``checkpoint-every``; see fedapp.checkpoint)
 
 A resumed run (``resume=<run dir>``) reopens the same directory: ``metrics.jsonl`` is rewritten with
@@ -29,6 +38,7 @@ from logging import INFO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from flwr.common import log
 
@@ -78,9 +88,36 @@ class RunRecorder:
             (self.run_dir / "summary.json").unlink(missing_ok=True)
         else:
             self.metrics_path.write_text("")
+        self.clients_path = self.run_dir / "clients.jsonl"
+        if resume_rows is None:
+            self.clients_path.write_text("")
         # wall_seconds continues across a resume: time of the rows already recorded.
         done = float(self.rows[-1].get("wall_seconds") or 0.0) if self.rows else 0.0
         self._started = time.time() - done
+        self.tensorboard = None
+        if config.get("tensorboard", True):
+            from fedapp.tblog import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(self.run_dir, config, task)
+
+    def record_partition(self, counts: np.ndarray, class_names: tuple[str, ...], global_counts: np.ndarray) -> None:
+        """Write ``partition.json`` and ``plots/partition.png`` for the clients' training counts."""
+        from fedapp.plots import plot_partition
+
+        (self.run_dir / "partition.json").write_text(json.dumps({
+            "class_names": list(class_names), "counts": np.asarray(counts).tolist(),
+            "global_counts": np.asarray(global_counts).tolist(),
+        }))
+        plot_partition(np.asarray(counts), class_names, np.asarray(global_counts), self.task,
+                       self.run_dir / "plots" / "partition.png")
+
+    def add_client_metrics(self, server_round: int, per_client: dict[int, dict[str, float]]) -> None:
+        """Append one ``clients.jsonl`` line: ``{"round": r, "clients": {"<partition>": {metric: value}}}``."""
+        if not per_client:
+            return
+        line = {"round": server_round, "clients": {str(k): per_client[k] for k in sorted(per_client)}}
+        with self.clients_path.open("a") as handle:
+            handle.write(json.dumps(_jsonable(line)) + "\n")
 
     def start_round(self, server_round: int) -> None:
         self._pending[server_round] = {"round": server_round}
@@ -105,22 +142,34 @@ class RunRecorder:
         self.rows.append(row)
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(_jsonable(row)) + "\n")
+        if self.tensorboard is not None:
+            self.tensorboard.log_round(row)
         log(INFO, "%s", progress_line(row, self.num_rounds, self.task))
         return row
 
     def finish(self) -> dict[str, Any]:
-        """Write ``summary.json`` and the plots; returns the summary."""
+        """Write ``summary.json``, the plots and ``report.html``; returns the summary."""
         summary = summarize(self.rows, self.task)
         (self.run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
-        from fedapp.plots import plot_run
+        from fedapp.plots import plot_clients, plot_run
+        from fedapp.report import write_run_report
 
         plot_run(self.rows, self.run_dir / "plots", self.task)
+        clients = last_client_metrics(self.run_dir)
+        if clients:
+            plot_clients(clients, self.task, self.run_dir / "plots" / "clients.png")
+        write_run_report(self.run_dir)
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         log(INFO, "results: %s", self.run_dir)
         return summary
 
 
 def progress_line(row: dict[str, Any], num_rounds: int, task: str) -> str:
-    """``[round 3/20] macro_auc=0.912 macro_f1=0.501 loss=0.231 (1.8 s)``: what simulate shows."""
+    """``[round 3/20] macro_auc=0.912 macro_f1=0.501 loss=0.231 (1.8 s, ETA 0:00:31)``: what simulate shows.
+
+    The ETA is the rounds left times the mean wall time per round so far (setup included).
+    """
     names = ("macro_auc", "macro_f1") if task == "multilabel" else ("accuracy", "pm")
     parts = [f"[round {row['round']}/{num_rounds}]"]
     for name in names:
@@ -133,8 +182,18 @@ def progress_line(row: dict[str, Any], num_rounds: int, task: str) -> str:
     if row.get("round_skipped"):
         parts.append("SKIPPED (too few valid updates)")
     if "round_seconds" in row:
-        parts.append(f"({row['round_seconds']:.1f} s)")
+        eta = ""
+        if row.get("wall_seconds") and row["round"] > 0:
+            left = max(num_rounds - row["round"], 0) * row["wall_seconds"] / row["round"]
+            eta = f", ETA {format_seconds(left)}"
+        parts.append(f"({row['round_seconds']:.1f} s{eta})")
     return " ".join(parts)
+
+
+def format_seconds(seconds: float) -> str:
+    """``h:mm:ss`` of a duration."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def test_metrics(row: dict[str, Any], task: str) -> dict[str, float]:
@@ -176,6 +235,15 @@ def summarize(rows: list[dict[str, Any]], task: str) -> dict[str, Any]:
     }
 
 
+def last_client_metrics(run_dir: str | Path) -> dict[str, Any] | None:
+    """The last ``clients.jsonl`` line (``{"round", "clients"}``), or None if there is none."""
+    path = Path(run_dir) / "clients.jsonl"
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A run directory read back: ``config``, ``rows`` (metrics.jsonl) and ``summary``."""
     path = Path(run_dir)
@@ -184,7 +252,10 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{path} is not a run directory: missing {', '.join(missing)}")
     rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
     summary_path = path / "summary.json"
+    partition_path = path / "partition.json"
     return {
+        "partition": json.loads(partition_path.read_text()) if partition_path.is_file() else None,
+        "clients": last_client_metrics(path),
         "dir": path.resolve(),
         "config": yaml.safe_load((path / "config.yaml").read_text()),
         "rows": rows,

@@ -214,7 +214,8 @@ def check_results(run_dir: Path, rounds: int) -> dict[str, Any]:
 
 
 def simulate(args: argparse.Namespace) -> Path:
-    config, overrides = resolve_config(args.run_config or [], args.nodes)
+    extra = ["tensorboard=false"] if getattr(args, "no_tensorboard", False) else []
+    config, overrides = resolve_config((args.run_config or []) + extra, args.nodes)
     run_dir = Path(config.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.engine == "inprocess":
@@ -272,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flower: flwr run on Ray (default); inprocess: Flower's server loop with "
                              "the same strategy and clients in this process (for sweeps)")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
+    parser.add_argument("--no-tensorboard", action="store_true",
+                        help="write no TensorBoard event files (the same as -c tensorboard=false)")
     return parser
 
 

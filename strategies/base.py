@@ -88,6 +88,8 @@ SERVER_ROUND_KEY = "server-round"
 GENERATIONS_KEY = "state-generations"  # the run's generation chain, for clients' state-dir restores
 # Fit metrics that are bookkeeping, not training metrics to average.
 PARTITION_METRIC = "partition-id"
+NUM_PARTITIONS_METRIC = "num-partitions"
+BOOKKEEPING_METRICS = (PARTITION_METRIC, NUM_PARTITIONS_METRIC)
 # How long a round waits for min-available-clients to be connected before it counts as insufficient.
 AVAILABILITY_TIMEOUT_S = 600
 
@@ -283,6 +285,7 @@ class FederatedStrategy(FedAvg):
         self._attempts: dict[int, int] = {}
         self._retry_round: int | None = None
         self._partition_of: dict[str, int] = {}  # node id -> partition id, learnt from fit replies
+        self.partition_counts: np.ndarray | None = None  # (K, C) training samples per client and class
 
     # ------------------------------------------------------------- small hooks
     def fit_config(self, server_round: int) -> dict[str, Scalar]:
@@ -413,6 +416,8 @@ class FederatedStrategy(FedAvg):
         for proxy, res in results:
             if PARTITION_METRIC in res.metrics:
                 self._partition_of[str(proxy.cid)] = int(res.metrics[PARTITION_METRIC])
+            if self.partition_counts is None and NUM_PARTITIONS_METRIC in res.metrics:
+                self.record_partition(int(res.metrics[NUM_PARTITIONS_METRIC]))
         accepted, rejected = self.validate_results(server_round, results)
         for failure in failures:
             log(WARNING, "round %s: a client failed: %s", server_round, self._describe(failure))
@@ -445,6 +450,24 @@ class FederatedStrategy(FedAvg):
                 log(WARNING, "round %s: rejected the update of %s: %s", server_round,
                     self._client_name(str(proxy.cid)), reason)
         return accepted, len(results) - len(accepted)
+
+    def record_partition(self, num_partitions: int) -> None:
+        """Rebuild the clients' split (deterministic in the run config) and record its class counts.
+
+        The server holds the same data as the clients, so the split is recomputed here rather than
+        sent; a failure only costs the partition plot and the per-client class columns.
+        """
+        from fedapp.data import federate
+
+        try:
+            split = federate(self.config, num_partitions)
+        except Exception as error:  # a plot must never stop a run
+            log(WARNING, "could not rebuild the partition for plots/partition.png: %s", error)
+            self.partition_counts = np.zeros((0, 0), dtype=np.int64)
+            return
+        self.partition_counts = split.client_class_counts()
+        self.recorder.record_partition(self.partition_counts, split.bundle.class_names,
+                                       split.bundle.class_counts())
 
     def handle_insufficient(self, server_round: int, reason: str) -> None:
         """A round cannot be aggregated: retry, skip or stop, as ``on-insufficient-clients`` says."""
@@ -484,6 +507,8 @@ class FederatedStrategy(FedAvg):
         model = self.global_model(parameters_to_ndarrays(parameters))
         metrics = self.server_metrics(model)
         self.recorder.add(server_round, **metrics)
+        if server_round == self.config.num_server_rounds and self.setup.data.bundle.task == "multilabel":
+            self.record_client_multilabel(server_round, model)
         if self.fraction_evaluate == 0.0:
             self.end_round(server_round)
         main = self.recorder.main_metric
@@ -505,6 +530,29 @@ class FederatedStrategy(FedAvg):
             metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
         return metrics
 
+    def record_client_multilabel(self, server_round: int, model: nn.Module) -> None:
+        """Per client: macro-F1 / macro-AUC of ``model`` on the global test set over the client's classes.
+
+        Multi-label data have no local test sets; each client is scored on the classes it trains on
+        (its columns of the test labels), which shows who the global model leaves behind.
+        """
+        counts = self.partition_counts
+        if counts is None or counts.size == 0:
+            return
+        from fedapp.loops import predict
+        from fedapp.metrics import multilabel_metrics
+
+        bundle = self.setup.data.bundle
+        targets, scores = predict(model, bundle.test, bundle.task, self.setup.device, self.config.eval_batch_size)
+        per_client: dict[int, dict[str, float]] = {}
+        for partition, row in enumerate(counts):
+            classes = np.flatnonzero(row > 0)
+            if classes.size == 0:
+                continue
+            values = multilabel_metrics(targets[:, classes], scores[:, classes])
+            per_client[partition] = {"macro_f1": values["macro_f1"], "macro_auc": values["macro_auc"]}
+        self.recorder.add_client_metrics(server_round, per_client)
+
     def aggregate_evaluate(
         self,
         server_round: int,
@@ -516,6 +564,10 @@ class FederatedStrategy(FedAvg):
             log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self._describe(failure))
         accuracies = [float(res.metrics["accuracy"]) for _, res in results]
         pm = client_mean(accuracies) if accuracies else float("nan")
+        self.recorder.add_client_metrics(server_round, {
+            int(res.metrics[PARTITION_METRIC]): {k: float(v) for k, v in res.metrics.items()
+                                                 if k not in BOOKKEEPING_METRICS and isinstance(v, (int, float))}
+            for _, res in results if PARTITION_METRIC in res.metrics})
         self.recorder.add(server_round, test_pm=pm, eval_clients=len(accuracies), eval_failed=len(failures))
         self.end_round(server_round)
         return (1.0 - pm if accuracies else None), {"pm": pm}
@@ -552,7 +604,7 @@ def weighted_means(pairs: list[tuple[int, dict[str, Scalar]]]) -> dict[str, floa
     if total == 0:
         return {}
     names = sorted({k for _, m in pairs for k, v in m.items()
-                    if isinstance(v, (int, float)) and k != PARTITION_METRIC})
+                    if isinstance(v, (int, float)) and k not in BOOKKEEPING_METRICS})
     return {name: float(sum(n * float(m.get(name, 0.0)) for n, m in pairs) / total) for name in names}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data.base import DatasetBundle, IndexedSubset, class_counts
 from fedapp.data.chestx import load_chestx_ray14
+from fedapp.data.custom import load_image_folder, load_multilabel_csv
 from fedapp.data.cifar import load_cifar_lt, load_ml_cifar10
 from fedapp.data.digits import load_lt_digits, load_ml_digits
 from fedapp.data.imagenet_lt import load_imagenet_lt
@@ -35,12 +36,14 @@ DATASET_LOADERS: dict[str, Loader] = {
     "voc2012": lambda cfg: load_voc2012(cfg.data_root),
     "chestx-ray14": lambda cfg: load_chestx_ray14(cfg.data_root),
     "imagenet-lt": lambda cfg: load_imagenet_lt(cfg.data_root),
+    "image-folder": lambda cfg: load_image_folder(cfg.data_root, cfg.image_size),
+    "multilabel-csv": lambda cfg: load_multilabel_csv(cfg.data_root, cfg.image_size),
 }
 # All-zero label vectors ("No Finding") are spread evenly over clients, as the FedNCAlign-ML paper does.
 SPREAD_NEGATIVES = {"chestx-ray14"}
 
 # Fields of RunConfig that change what ``load_dataset`` returns (the cache key).
-_DATA_FIELDS = ("dataset", "data_root", "imbalance_factor")
+_DATA_FIELDS = ("dataset", "data_root", "imbalance_factor", "image_size")
 # Fields that change how the data is split over clients.
 _SPLIT_FIELDS = _DATA_FIELDS + (
     "partition", "alpha", "class_presence_ratio", "min_partition_size", "val_fraction",
@@ -99,8 +102,8 @@ def load_dataset(config: RunConfig) -> DatasetBundle:
 
 
 @lru_cache(maxsize=4)
-def _load_cached(dataset: str, data_root: str, imbalance_factor: float) -> DatasetBundle:
-    config = RunConfig(dataset=dataset, data_root=data_root, imbalance_factor=imbalance_factor)
+def _load_cached(dataset: str, data_root: str, imbalance_factor: float, image_size: int) -> DatasetBundle:
+    config = RunConfig(dataset=dataset, data_root=data_root, imbalance_factor=imbalance_factor, image_size=image_size)
     if dataset not in DATASET_LOADERS:
         raise ConfigError(f"dataset={dataset!r} has no loader; available: {', '.join(DATASET_LOADERS)}")
     return DATASET_LOADERS[dataset](config)
@@ -112,8 +115,10 @@ def hold_out(config: RunConfig) -> HeldOut:
 
 
 @lru_cache(maxsize=4)
-def _hold_out_cached(dataset: str, data_root: str, imbalance_factor: float, val_fraction: float, seed: int) -> HeldOut:
-    bundle = _load_cached(dataset, data_root, imbalance_factor)
+def _hold_out_cached(
+    dataset: str, data_root: str, imbalance_factor: float, image_size: int, val_fraction: float, seed: int
+) -> HeldOut:
+    bundle = _load_cached(dataset, data_root, imbalance_factor, image_size)
     order = np.random.default_rng(seed).permutation(len(bundle.train))
     num_val = int(round(val_fraction * len(order)))
     return HeldOut(bundle, np.sort(order[:num_val]), np.sort(order[num_val:]))

@@ -18,8 +18,9 @@ from fedapp.config import ConfigError
 Task = Literal["multilabel", "singlelabel"]
 TASK_NAMES: dict[str, str] = {"multilabel": "multi-label", "singlelabel": "single-label"}
 TASK_DATASETS: dict[str, tuple[str, ...]] = {  # every ``dataset`` value, by the task its loader builds
-    "multilabel": ("ml-digits", "ml-cifar10", "ml-dermamnist", "voc2012", "chestx-ray14"),
-    "singlelabel": ("lt-digits", "cifar10-lt", "cifar100-lt", "imagenet-lt"),
+    "multilabel": ("ml-digits", "ml-cifar10", "ml-dermamnist", "voc2012", "chestx-ray14",
+                   "multilabel-csv"),
+    "singlelabel": ("lt-digits", "cifar10-lt", "cifar100-lt", "imagenet-lt", "image-folder"),
 }
 
 
