@@ -21,7 +21,7 @@ def resolve_device(requested: str = "") -> torch.device:
     if requested:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={requested!r} was asked for but no CUDA device is visible")
+            raise ValueError(f"device={requested!r} is not allowed here: no CUDA device is visible; allowed: '' or 'cpu'")
         return device
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
