@@ -22,6 +22,9 @@ def resolve_device(requested: str = "") -> torch.device:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device={requested!r} is not allowed here: no CUDA device is visible; allowed: '' or 'cpu'")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={requested!r} is not allowed here: {torch.cuda.device_count()} CUDA device(s) "
+                             f"visible; allowed: '', 'cpu', 'cuda' or cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
         return device
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
+import click
 from flwr.common.config import parse_config_args
 
 from fedapp.config import ConfigError, RunConfig
@@ -46,7 +46,6 @@ from fedapp.processes import ProcessTree, signals_deferred, signals_raise_interr
 from fedapp.results import PROJECT_ROOT, RunFailedError, mark_run, read_rows, resolve_run_dir
 
 SUPERLINK_START_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
 
 
 class SimulationError(RuntimeError):
@@ -87,6 +86,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"-c {item!r}: {leftover.split()[0]!r} is not a key=value item; allowed: "
                               'space-separated key=value items, strings in double quotes, e.g. '
                               '-c \'seed=1 algorithm="fedavg"\'')
+        keys = [key for key, _ in _ITEM.findall(item)]
+        twice = sorted({key for key in keys if keys.count(key) > 1})
+        if twice:
+            raise ConfigError(f"-c {item!r}: {', '.join(twice)} given more than once; allowed: each key once")
         for key, value in _ITEM.findall(item):
             try:
                 tomllib.loads(f"{key} = {value}")
@@ -96,7 +99,10 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
                     f"{key}={value} is not allowed: {value!r} is not a number, true/false or a quoted "
                     f"string; a string value must be quoted: -c '{key}={quoted}'"
                 ) from None
-    return parse_config_args(items)
+    try:
+        return parse_config_args(items)
+    except click.ClickException as error:  # what the checks above did not catch, in Flower's words
+        raise ConfigError(f"-c {' '.join(items)!r}: {error.format_message()}") from None
 
 
 def free_port() -> int:
@@ -247,22 +253,6 @@ def start_superlink(processes: ProcessTree, env: dict[str, str], http_port: int,
         except OSError:
             time.sleep(0.5)
     raise SimulationError(f"flower-superlink did not answer within {SUPERLINK_START_TIMEOUT:.0f} s; see {log_path}")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not exited in time."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_flower(processes: ProcessTree, env: dict[str, str], nodes: int, resources: str, overrides: dict[str, Any],

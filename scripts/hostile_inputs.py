@@ -187,8 +187,8 @@ def cases(base_dir_name: str = "run") -> list[Case]:
     for name, item in [
         ("unknown key", "foo=1"), ("bare word algorithm", "algorithm=fedprox"), ("bare word dataset", "dataset=ml-digits"),
         ("no equals sign", "seed"), ("empty value", "seed="), ("two equals", "a=b=c"), ("seed -1", "seed=-1"),
-        ("seed 1.5", "seed=1.5"), ("seed string", 'seed="x"'), ("rounds 0", "num-server-rounds=0"),
-        ("rounds -3", "num-server-rounds=-3"), ("lr 0", "lr=0"), ("lr -1", "lr=-1"), ("lr nan", "lr=nan"),
+        ("seed 1.5", "seed=1.5"), ("seed string", 'seed="x"'), ("key given twice", "seed=1 seed=2"),
+        ("lr 0", "lr=0"), ("lr -1", "lr=-1"), ("lr nan", "lr=nan"),
         ("lr inf", "lr=inf"), ("batch-size 0", "batch-size=0"), ("alpha 0", "alpha=0"),
         ("fraction-fit 0", "fraction-fit=0"), ("fraction-fit 1.5", "fraction-fit=1.5"),
         ("unknown algorithm", 'algorithm="nope"'), ("unknown dataset", 'dataset="nope"'),
@@ -199,6 +199,9 @@ def cases(base_dir_name: str = "run") -> list[Case]:
         ("tau 2", "tau=2"), ("val-fraction 1", "val-fraction=1"), ("mu -1", "mu=-1"),
     ]:
         c.append(Case(f"-c {name}", simulate(f"{FAST} {out} {item}"), run_dir="new"))
+    for name, item in [("rounds 0", "num-server-rounds=0"), ("rounds -3", "num-server-rounds=-3"),
+                       ("rounds 2.5", "num-server-rounds=2.5")]:
+        c.append(Case(f"-c {name}", simulate(f"local-epochs=1 {out} {item}"), run_dir="new"))
     c.append(Case("preset broken YAML", simulate(f'{FAST} {out} preset="_sweep_broken"'), run_dir="new"))
     c.append(Case("preset is a list", simulate(f'{FAST} {out} preset="_sweep_list"'), run_dir="new"))
     c.append(Case("-c missing .toml", simulate("{case}/missing.toml"), run_dir="new"))
