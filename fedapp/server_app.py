@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from logging import INFO
+from pathlib import Path
 
 import torch
 from flwr.app import Context
@@ -21,19 +23,21 @@ from fedapp.server_loop import FederationServer
 from strategies.base import ServerSetup, check_update
 
 
-def build_server_setup(config: RunConfig, *, create_run_dir: bool = True) -> ServerSetup:
+def build_server_setup(config: RunConfig, *, scratch_dir: Path | None = None) -> ServerSetup:
     """Everything a strategy needs: evaluation data, initial model, device and the run recorder.
 
     Everything that can refuse the run (device, algorithm/dataset pairing, the checkpoint to resume)
-    is checked before the run directory is touched; ``create_run_dir=False`` touches it not at all
-    and leaves the model on the CPU (see :func:`preflight`).
+    is checked before the run directory is touched. With ``scratch_dir`` (see :func:`preflight`)
+    the run directory is not touched at all: the recorder writes nothing and points at
+    ``scratch_dir`` (where a strategy may write what it writes when built), the model stays on the CPU.
     """
+    dry = scratch_dir is not None
     algorithm = get_algorithm(config.algorithm)
     data = hold_out(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     model = algorithm.client.build_model(config, data.bundle)
-    if create_run_dir:
+    if not dry:
         model = model.to(device)
     keys = algorithm.client.shared_keys_of(model)
     # resume=<run dir> continues that run in its own directory (checked before anything is written).
@@ -45,10 +49,10 @@ def build_server_setup(config: RunConfig, *, create_run_dir: bool = True) -> Ser
         if reason is not None:
             raise CheckpointError(f"{checkpoint.path}: its parameters do not fit this model ({reason}); it "
                                   "cannot be resumed")
-    recorder = RunRecorder(run_dir, resolved, data.bundle.task, config.num_server_rounds,
-                           resume_rows=checkpoint.rows if checkpoint else None, create=create_run_dir)
+    recorder = RunRecorder(scratch_dir if dry else run_dir, resolved, data.bundle.task, config.num_server_rounds,
+                           resume_rows=checkpoint.rows if checkpoint else None, create=not dry)
     # A dry setup stays on the CPU: a check must not hold GPU memory for the rest of the run.
-    return ServerSetup(config, data, model, keys, device if create_run_dir else torch.device("cpu"), recorder,
+    return ServerSetup(config, data, model, keys, torch.device("cpu") if dry else device, recorder,
                        checkpoint=checkpoint)
 
 
@@ -59,10 +63,11 @@ def preflight(config: RunConfig) -> None:
     pairing, each strategy's own checks) and, when resuming, loads the checkpoint into the strategy
     (readable, same config, parameters finite and shaped like the model, the strategy's own state).
     """
-    setup = build_server_setup(config, create_run_dir=False)
-    strategy = get_algorithm(config.algorithm).strategy(setup)
-    if setup.checkpoint is not None:
-        strategy.initialize_parameters(SimpleClientManager())
+    with tempfile.TemporaryDirectory(prefix="fedapp-preflight-") as scratch:
+        setup = build_server_setup(config, scratch_dir=Path(scratch))
+        strategy = get_algorithm(config.algorithm).strategy(setup)
+        if setup.checkpoint is not None:
+            strategy.initialize_parameters(SimpleClientManager())
 
 
 def server_fn(context: Context) -> ServerAppComponents:
