@@ -57,6 +57,7 @@ class Case:
     protect: str = ""  # relative to the case dir: a run directory whose files must not change
     run_dir: str = ""  # relative to the case dir: where the command would create its run directory
     signal_at: tuple[str, float | str, int] | None = None  # ("time", seconds | "line", text, signal)
+    signal_delay: float = 0.0  # seconds between the line and the signal
     expect: str = "refuse"  # refuse: must exit non-zero; interrupt: must exit non-zero after the signal
     flower: bool = False
     timeout: float = 600.0
@@ -286,9 +287,9 @@ def cases(base_dir_name: str = "run") -> list[Case]:
                   setup=base_copy, signal_at=("line", "[round 3/", signal.SIGINT), expect="interrupt"))
     # The flower engine (SuperLink + Ray).
     fl = dict(flower=True, run_dir="new")
-    c.append(Case("flower: SIGINT at start-up (3 s)", simulate(f"num-server-rounds=3 local-epochs=1 {out}",
-                                                                  engine="flower"),
-                  signal_at=("time", 3.0, signal.SIGINT), expect="interrupt", **fl))
+    # 1 s after "[simulate] ..." (printed just before the SuperLink starts): the SuperLink is starting.
+    c.append(Case("flower: SIGINT at start-up", simulate(f"num-server-rounds=3 local-epochs=1 {out}", engine="flower"),
+                  signal_at=("line", "[simulate]", signal.SIGINT), signal_delay=1.0, expect="interrupt", **fl))
     c.append(Case("flower: SIGINT mid-run", simulate(f"num-server-rounds=5 local-epochs=1 {out}", engine="flower"),
                   signal_at=("line", "[round 1/", signal.SIGINT), expect="interrupt", **fl))
     c.append(Case("flower: SIGTERM mid-run", simulate(f"num-server-rounds=5 local-epochs=1 {out}", engine="flower"),
@@ -366,6 +367,7 @@ def run_case(case: Case, repo: Path, base: Path, root: Path, index: int) -> Outc
             seen.wait(timeout=float(value))
         else:
             seen.wait(timeout=case.timeout)
+            time.sleep(case.signal_delay)
         if process.poll() is None:
             process.send_signal(sig)
     try:

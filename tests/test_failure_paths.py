@@ -171,13 +171,12 @@ def test_sigint_while_the_superlink_starts_leaves_no_process(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_mid_run_stops_every_process_and_marks_the_run(tmp_path, sig):
+def test_sigint_mid_run_stops_every_process_and_marks_the_run(tmp_path):
     run_dir = tmp_path / "run"
     process, token, lines = _start_simulate(tmp_path, "flower", {**BASE, "num-server-rounds": 30,
                                                                  "output-dir": str(run_dir)})
     assert _wait_for(lines, "[round 1/", 600), "".join(lines)[-3000:]
-    process.send_signal(sig)
+    process.send_signal(signal.SIGINT)
     _assert_interrupted(process, lines, token, run_dir)
     text = "".join(lines)
     assert "stopped" in text and "flower-superlink" in text  # named only after they were stopped
@@ -185,12 +184,13 @@ def test_signal_mid_run_stops_every_process_and_marks_the_run(tmp_path, sig):
 
 
 @pytest.mark.slow
-def test_sigint_in_process_marks_the_run_interrupted(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_in_process_marks_the_run_interrupted(tmp_path, sig):
     run_dir = tmp_path / "run"
     process, token, lines = _start_simulate(tmp_path, "inprocess", {**BASE, "num-server-rounds": 50,
                                                                     "output-dir": str(run_dir)})
     assert _wait_for(lines, "[round 1/", 300), "".join(lines)[-3000:]
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     _assert_interrupted(process, lines, token, run_dir)
     assert report_main([str(run_dir), "--out", str(tmp_path / "r.png")]) == 2  # nothing completed to report
 
