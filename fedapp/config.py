@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -211,6 +212,7 @@ class RunConfig:
             value = getattr(self, key.replace("-", "_"))
             if value not in allowed:
                 raise ConfigError(f"{key}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+        _check(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32) (numpy's seed range)")
         _check(self.num_server_rounds >= 1, "num-server-rounds", self.num_server_rounds, "an integer >= 1")
         _check(self.local_epochs >= 1, "local-epochs", self.local_epochs, "an integer >= 1")
         _check(self.batch_size >= 1, "batch-size", self.batch_size, "an integer >= 1")
@@ -326,8 +328,8 @@ class RunConfig:
             "set together with many-shot-min (both 0 for the thirds split)",
         )
         _check(
-            self.device == "" or self.device == "cpu" or self.device.startswith("cuda"),
-            "device", self.device, "'', 'cpu', 'cuda' or 'cuda:N'",
+            re.fullmatch(r"|cpu|cuda(:[0-9]+)?", self.device) is not None,
+            "device", self.device, "'' (the first CUDA device, else the CPU), 'cpu', 'cuda' or 'cuda:N'",
         )
         # Long runs (issue 10)
         _check(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, "an integer >= 0 (0 = off)")
@@ -389,7 +391,10 @@ def load_preset(name: str) -> dict[str, Any]:
     path = PRESET_DIR / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"preset={name!r} does not exist; available: {', '.join(available_presets())}")
-    values = yaml.safe_load(path.read_text()) or {}
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"preset={name!r}: {path} is not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"preset {path} must be a mapping of run-config keys to values")
     if "preset" in values:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from fedapp import processes
 from fedapp.config import ConfigError
 from fedapp.results import PROJECT_ROOT
 from fedapp.simulate import (
@@ -48,7 +49,6 @@ from fedapp.simulate import (
     check_results,
     free_port,
     resolve_config,
-    stop_process,
     to_override_string,
 )
 
@@ -150,27 +150,8 @@ def _kill_if_same(pid: int, start: int, sig: signal.Signals) -> bool:
 
 
 def stop_tree(process: subprocess.Popen, grace: float = 10.0) -> None:
-    """Stop ``process``, its process group and every descendant it spawned, by PID."""
-    tree = descendants(process.pid)
-    stop_process(process)  # SIGTERM to the group, SIGKILL after a timeout
-    pending = [(pid, start) for pid, start in tree if _kill_if_same(pid, start, signal.SIGTERM)]
-    deadline = time.monotonic() + grace
-    while pending and time.monotonic() < deadline:
-        time.sleep(0.2)
-        pending = [(pid, start) for pid, start in pending if _alive_not_zombie(pid, start)]
-    for pid, start in pending:
-        _kill_if_same(pid, start, signal.SIGKILL)
-
-
-def _alive_not_zombie(pid: int, start: int) -> bool:
-    stat = _proc_stat(pid)
-    if stat is None or stat[1] != start:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    """Stop ``process`` and every descendant it spawned, by PID (:func:`fedapp.processes.stop_tree`)."""
+    processes.stop_tree(process, grace)
 
 
 # ------------------------------------------------------------------------------------------

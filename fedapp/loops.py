@@ -21,7 +21,10 @@ def resolve_device(requested: str = "") -> torch.device:
     if requested:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={requested!r} was asked for but no CUDA device is visible")
+            raise ValueError(f"device={requested!r} is not allowed here: no CUDA device is visible; allowed: '' or 'cpu'")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device={requested!r} is not allowed here: {torch.cuda.device_count()} CUDA device(s) "
+                             f"visible; allowed: '', 'cpu', 'cuda' or cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
         return device
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 

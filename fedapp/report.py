@@ -2,7 +2,9 @@
 
 Prints a markdown table (one row per run: algorithm, dataset, partition, seed, final and best
 metrics, bytes and seconds per round), saves a plot of the main metric over rounds and writes an
-HTML page with the table, that plot and every run's section.
+HTML page with the table, that plot and every run's section. Runs whose ``summary.json`` says
+``failed`` or ``interrupted``, or that have none (unfinished), are left out of the table and listed
+on stderr; if no run is left, it is an error.
 
 Every finished run also gets its own ``<run dir>/report.html`` (:func:`write_run_report`): the
 config, the summary, every plot of ``plots/`` and the per-client table. The pages are
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedapp.plots import plot_comparison
-from fedapp.results import load_run
+from fedapp.results import RunDirError, load_run, run_status
 
 COLUMNS = {
     "multilabel": ("macro_auc", "macro_f1", "micro_auc", "micro_f1"),
@@ -204,22 +206,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="report.png", help="where to save the comparison plot")
     parser.add_argument("--html", default="report.html", help="where to write the comparison page")
     args = parser.parse_args(argv)
-    runs = [load_run(path) for path in args.runs]
-    unfinished = [str(r["dir"]) for r in runs if r["summary"] is None]
-    if unfinished:
-        print(f"error: no summary.json (run did not finish) in: {', '.join(unfinished)}", file=sys.stderr)
+    out = Path(args.out).expanduser().resolve()
+    if out.is_dir() or (out.parent.exists() and not out.parent.is_dir()):
+        print(f"error: --out={args.out!r} is not allowed; allowed: a file path for the plot (e.g. report.png)",
+              file=sys.stderr)
+        return 2
+    try:
+        runs = [load_run(path) for path in args.runs]
+    except RunDirError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    skipped = [r for r in runs if run_status(r["summary"]) != "completed"]
+    for run in skipped:
+        status = run_status(run["summary"])
+        reason = (run["summary"] or {}).get("reason") or "no summary.json: the run did not finish"
+        print(f"skipped {run['dir']}: {status} ({reason})", file=sys.stderr)
+    runs = [r for r in runs if r not in skipped]
+    if not runs:
+        print("error: no completed run to report (see the skipped runs above)", file=sys.stderr)
+        return 2
+    broken = [str(r["dir"]) for r in runs if r["summary"].get("task") not in COLUMNS]
+    if broken:
+        print(f"error: summary.json without a known task in: {', '.join(broken)}", file=sys.stderr)
         return 2
     tasks = {r["summary"]["task"] for r in runs}
     if len(tasks) > 1:
         print(f"error: cannot compare multi-label and single-label runs in one table ({tasks})", file=sys.stderr)
         return 2
     print(markdown_table(runs))
-    plot = plot_comparison(runs, [run_label(r["config"]) for r in runs], runs[0]["summary"]["main_metric"],
-                           Path(args.out).resolve())
+    try:
+        plot = plot_comparison(runs, [run_label(r["config"]) for r in runs], runs[0]["summary"]["main_metric"], out)
+    except (OSError, ValueError) as error:  # ValueError: matplotlib knows no such image format
+        print(f"error: --out={args.out!r}: the plot cannot be written ({getattr(error, 'strerror', None) or error})",
+              file=sys.stderr)
+        return 2
     print(f"\nplot: {plot}")
-    page = Path(args.html).resolve()
-    page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(comparison_page(runs, plot))
+    page = Path(args.html).expanduser().resolve()
+    try:
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(comparison_page(runs, plot))
+    except OSError as error:
+        print(f"error: --html={args.html!r}: the page cannot be written ({error.strerror or error})", file=sys.stderr)
+        return 2
     print(f"page: {page}")
     return 0
 

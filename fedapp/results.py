@@ -2,7 +2,7 @@
 
     <run dir>/config.yaml      the resolved run config (kebab-case keys) + num-partitions
     <run dir>/metrics.jsonl    one JSON object per round (written when the round ends)
-    <run dir>/summary.json     "final" and "best" metrics, rounds, bytes_per_round, mean_round_seconds
+    <run dir>/summary.json     "status", "final" and "best" metrics, rounds, bytes_per_round, ...
     <run dir>/plots/*.png      each test metric over rounds (validation dashed), training loss terms,
                                partition.png (clients x classes counts; global class counts),
                                clients.png (the per-client metric of the last round that has one)
@@ -19,6 +19,14 @@ A resumed run (``resume=<run dir>``) reopens the same directory: ``metrics.jsonl
 the checkpoint's rows (so a round the crashed run wrote after its last checkpoint appears once, as
 re-run) and appended to; ``config.yaml`` becomes the resuming run's config; a stale
 ``summary.json`` is removed until the run finishes again.
+
+``summary.json`` says how the run ended in ``status``: ``"completed"`` (every round ran and at
+least one round aggregated an update), ``"failed"`` (with ``reason``: no round aggregated any
+update, every client of the last round failed or was rejected, or the command failed) or
+``"interrupted"`` (Ctrl-C / SIGTERM). A failed or interrupted run's summary covers the rounds
+recorded so far; :mod:`fedapp.report` skips such runs. A directory without ``summary.json`` is a
+run that is still going or was killed outright (SIGKILL, power loss). ``summary.json`` files of
+older versions have no ``status``: they were written by completed runs.
 
 Metric names in ``summary.json`` drop the ``test_`` prefix: multi-label ``macro_auc``, ``micro_auc``,
 ``macro_f1``, ``micro_f1``; single-label ``accuracy``, ``gm`` (= accuracy of the global model on the
@@ -44,6 +52,11 @@ from flwr.common import log
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAIN_METRIC = {"multilabel": "macro_auc", "singlelabel": "accuracy"}
+STATUSES = ("completed", "failed", "interrupted")
+
+
+class RunFailedError(RuntimeError):
+    """The run finished its rounds without a trained model (see :func:`failure_reason`)."""
 
 
 def resolve_run_dir(output_dir: str, algorithm: str, dataset: str) -> Path:
@@ -67,9 +80,12 @@ class RunRecorder:
 
     def __init__(
         self, run_dir: Path, config: dict[str, Any], task: str, num_rounds: int,
-        resume_rows: list[dict[str, Any]] | None = None,
+        resume_rows: list[dict[str, Any]] | None = None, create: bool = True,
     ) -> None:
-        """Open ``run_dir`` for a new run, or, with ``resume_rows`` (a checkpoint's rows), continue it."""
+        """Open ``run_dir`` for a new run, or, with ``resume_rows`` (a checkpoint's rows), continue it.
+
+        ``create=False`` writes nothing (a recorder for checks made before a run starts).
+        """
         self.run_dir = Path(run_dir)
         self.run_config = dict(config)
         self.task = task
@@ -77,9 +93,13 @@ class RunRecorder:
         self.main_metric = MAIN_METRIC[task]
         self.rows: list[dict[str, Any]] = [dict(r) for r in resume_rows or []]
         self._pending: dict[int, dict[str, Any]] = {}
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        done = float(self.rows[-1].get("wall_seconds") or 0.0) if self.rows else 0.0
+        self._started = time.time() - done  # wall_seconds continues across a resume
+        if not create:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=True))
-        self.metrics_path = self.run_dir / "metrics.jsonl"
         lines = "".join(json.dumps(_jsonable(row)) + "\n" for row in self.rows)
         if resume_rows is not None:
             from fedapp.checkpoint import atomic_write_bytes
@@ -148,8 +168,14 @@ class RunRecorder:
         return row
 
     def finish(self) -> dict[str, Any]:
-        """Write ``summary.json``, the plots and ``report.html``; returns the summary."""
-        summary = summarize(self.rows, self.task)
+        """Write ``summary.json``, the plots and ``report.html``; returns the summary.
+
+        Raises :class:`RunFailedError` after writing them if the rounds trained nothing usable
+        (:func:`failure_reason`): the summary then says ``"status": "failed"``.
+        """
+        reason = failure_reason(self.rows)
+        summary = {"status": "failed" if reason else "completed", **({"reason": reason} if reason else {}),
+                   **summarize(self.rows, self.task)}
         (self.run_dir / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2))
         from fedapp.plots import plot_clients, plot_run
         from fedapp.report import write_run_report
@@ -161,8 +187,53 @@ class RunRecorder:
         write_run_report(self.run_dir)
         if self.tensorboard is not None:
             self.tensorboard.close()
+        if reason:
+            raise RunFailedError(f"{reason}; the run directory {self.run_dir} is marked failed")
         log(INFO, "results: %s", self.run_dir)
         return summary
+
+
+def failure_reason(rows: list[dict[str, Any]]) -> str | None:
+    """Why finished rounds do not make a result, or None: no round aggregated an update, or every
+    client sampled in the last round failed or sent an update that was rejected."""
+    if not rows:
+        return "no round was recorded"
+    if all(row.get("round_skipped") for row in rows):
+        return (f"no round aggregated any update ({sum(int(r.get('clients_failed') or 0) for r in rows)} client "
+                f"failures, {sum(int(r.get('clients_rejected') or 0) for r in rows)} rejected updates)")
+    last = rows[-1]
+    if last.get("clients_selected") and not last.get("clients_ok"):
+        return (f"every client of the last round (round {last.get('round')}) failed or was rejected "
+                f"({last.get('clients_failed', 0)} failed, {last.get('clients_rejected', 0)} rejected)")
+    return None
+
+
+def mark_run(run_dir: Path, status: str, reason: str, task: str | None = None) -> None:
+    """Say in ``summary.json`` that the run in ``run_dir`` ended ``status`` (failed / interrupted).
+
+    The summary covers the rounds in ``metrics.jsonl``. An existing verdict is kept when it is
+    already a failure (it has the more specific reason) or when a completed run is "interrupted"
+    afterwards; a completed summary that a later check found wrong becomes "failed".
+    """
+    path = Path(run_dir) / "summary.json"
+    try:
+        existing = json.loads(path.read_text())
+    except (OSError, ValueError):
+        existing = None
+    if isinstance(existing, dict):
+        previous = existing.get("status", "completed")
+        if previous != "completed" or status == "interrupted":
+            return
+        path.write_text(json.dumps(_jsonable({**existing, "status": status, "reason": reason}), indent=2))
+        return
+    try:
+        rows = read_rows(Path(run_dir) / "metrics.jsonl")
+    except (OSError, ValueError):
+        rows = []
+    summary: dict[str, Any] = {"status": status, "reason": reason}
+    if task in MAIN_METRIC:
+        summary.update(summarize(rows, task))
+    path.write_text(json.dumps(_jsonable(summary), indent=2))
 
 
 def progress_line(row: dict[str, Any], num_rounds: int, task: str) -> str:
@@ -244,23 +315,70 @@ def last_client_metrics(run_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(lines[-1]) if lines else None
 
 
+class RunDirError(ValueError):
+    """A path is not a readable run directory; the message names the file and what is wrong."""
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``. A torn *last* line (the process died while appending it) is
+    left out; a bad line before it is an error naming the file and the line."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if number == len(lines):
+                break  # torn by a crash mid-write: that round is not recorded
+            raise RunDirError(f"{path}: line {number} is not JSON; the file is damaged") from None
+        if not isinstance(row, dict):
+            raise RunDirError(f"{path}: line {number} is not a JSON object; the file is damaged")
+        rows.append(row)
+    return rows
+
+
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """A run directory read back: ``config``, ``rows`` (metrics.jsonl) and ``summary``."""
+    """A run directory read back: ``config``, ``rows`` (metrics.jsonl) and ``summary`` (None if absent).
+
+    Raises :class:`RunDirError` naming the path if it is not a run directory or a file is unreadable.
+    """
     path = Path(run_dir)
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a run directory ({'a file' if path.exists() else 'it does not exist'})")
     missing = [name for name in ("config.yaml", "metrics.jsonl") if not (path / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{path} is not a run directory: missing {', '.join(missing)}")
-    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        raise RunDirError(f"{path} is not a run directory: missing {', '.join(missing)}")
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text())
+    except yaml.YAMLError as error:
+        raise RunDirError(f"{path / 'config.yaml'} is not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(config, dict):
+        raise RunDirError(f"{path / 'config.yaml'} is not a mapping of run-config keys")
     summary_path = path / "summary.json"
+    summary = None
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text())
+        except ValueError as error:
+            raise RunDirError(f"{summary_path} is not valid JSON ({error})") from None
+        if not isinstance(summary, dict):
+            raise RunDirError(f"{summary_path} is not a JSON object")
     partition_path = path / "partition.json"
     return {
         "partition": json.loads(partition_path.read_text()) if partition_path.is_file() else None,
         "clients": last_client_metrics(path),
         "dir": path.resolve(),
-        "config": yaml.safe_load((path / "config.yaml").read_text()),
-        "rows": rows,
-        "summary": json.loads(summary_path.read_text()) if summary_path.is_file() else None,
+        "config": config,
+        "rows": read_rows(path / "metrics.jsonl"),
+        "summary": summary,
     }
+
+
+def run_status(summary: dict[str, Any] | None) -> str:
+    """``completed`` / ``failed`` / ``interrupted`` from a summary; ``unfinished`` without one."""
+    if summary is None:
+        return "unfinished"
+    return str(summary.get("status", "completed"))  # summaries of older versions: completed runs
 
 
 def _finite_or(value: Any, fallback: float) -> float:

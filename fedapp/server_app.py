@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from logging import INFO
+from pathlib import Path
 
 import torch
 from flwr.app import Context
@@ -10,31 +12,62 @@ from flwr.common import log
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from flwr.server.client_manager import SimpleClientManager
 
-from fedapp.checkpoint import open_for_resume
+from fedapp.checkpoint import CheckpointError, open_for_resume
 from fedapp.config import RunConfig
 from fedapp.data import hold_out
 from fedapp.loops import resolve_device
+from fedapp.params import get_arrays
 from fedapp.registry import get_algorithm
 from fedapp.results import RunRecorder, resolve_run_dir
 from fedapp.server_loop import FederationServer
-from strategies.base import ServerSetup
+from strategies.base import ServerSetup, check_update
 
 
-def build_server_setup(config: RunConfig) -> ServerSetup:
-    """Everything a strategy needs: evaluation data, initial model, device and the run recorder."""
+def build_server_setup(config: RunConfig, *, scratch_dir: Path | None = None) -> ServerSetup:
+    """Everything a strategy needs: evaluation data, initial model, device and the run recorder.
+
+    Everything that can refuse the run (device, algorithm/dataset pairing, the checkpoint to resume)
+    is checked before the run directory is touched. With ``scratch_dir`` (see :func:`preflight`)
+    the run directory is not touched at all: the recorder writes nothing and points at
+    ``scratch_dir`` (where a strategy may write what it writes when built), the model stays on the CPU.
+    """
+    dry = scratch_dir is not None
     algorithm = get_algorithm(config.algorithm)
     data = hold_out(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
-    model = algorithm.client.build_model(config, data.bundle).to(device)
+    model = algorithm.client.build_model(config, data.bundle)
+    if not dry:
+        model = model.to(device)
+    keys = algorithm.client.shared_keys_of(model)
     # resume=<run dir> continues that run in its own directory (checked before anything is written).
     run_dir = resolve_run_dir(config.resume or config.output_dir, config.algorithm, config.dataset)
     resolved = dict(config.to_kebab(), **{"output-dir": str(run_dir)})
     checkpoint = open_for_resume(run_dir, resolved) if config.resume else None
-    recorder = RunRecorder(run_dir, resolved, data.bundle.task, config.num_server_rounds,
-                           resume_rows=checkpoint.rows if checkpoint else None)
-    return ServerSetup(config, data, model, algorithm.client.shared_keys_of(model), device, recorder,
+    if checkpoint is not None:
+        reason = check_update(checkpoint.parameters, get_arrays(model, keys))
+        if reason is not None:
+            raise CheckpointError(f"{checkpoint.path}: its parameters do not fit this model ({reason}); it "
+                                  "cannot be resumed")
+    recorder = RunRecorder(scratch_dir if dry else run_dir, resolved, data.bundle.task, config.num_server_rounds,
+                           resume_rows=checkpoint.rows if checkpoint else None, create=not dry)
+    # A dry setup stays on the CPU: a check must not hold GPU memory for the rest of the run.
+    return ServerSetup(config, data, model, keys, torch.device("cpu") if dry else device, recorder,
                        checkpoint=checkpoint)
+
+
+def preflight(config: RunConfig) -> None:
+    """Refuse now what the ServerApp would refuse before round 1, writing nothing.
+
+    Builds the model and the strategy as :func:`server_fn` does (device string, algorithm/dataset
+    pairing, each strategy's own checks) and, when resuming, loads the checkpoint into the strategy
+    (readable, same config, parameters finite and shaped like the model, the strategy's own state).
+    """
+    with tempfile.TemporaryDirectory(prefix="fedapp-preflight-") as scratch:
+        setup = build_server_setup(config, scratch_dir=Path(scratch))
+        strategy = get_algorithm(config.algorithm).strategy(setup)
+        if setup.checkpoint is not None:
+            strategy.initialize_parameters(SimpleClientManager())
 
 
 def server_fn(context: Context) -> ServerAppComponents:

@@ -37,7 +37,7 @@ from fedapp.faults import parse_faults
 from fedapp.inprocess import run_inprocess
 from fedapp.node_state import NodeStateStore, read_record_dict, record_dict_bytes
 from fedapp.params import shared_keys
-from fedapp.results import RunRecorder
+from fedapp.results import RunFailedError, RunRecorder
 from strategies.base import (
     FederatedStrategy,
     InsufficientClientsError,
@@ -373,7 +373,8 @@ def test_failures_and_rejections_are_logged_with_the_client(tmp_path, caplog):
     propagate = flwr_logger.propagate
     flwr_logger.propagate = True  # Flower's logger does not propagate to caplog's root handler
     try:
-        with caplog.at_level(logging.WARNING, logger="flwr"):
+        # Both clients of the last round fail or are rejected: the run is marked failed and raises.
+        with caplog.at_level(logging.WARNING, logger="flwr"), pytest.raises(RunFailedError, match="last round"):
             run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(tmp_path / "run"),
                            "fault-injection": "raise:0:2,nan:1:2", "max-update-norm": 1e6}, 2)
     finally:
@@ -384,8 +385,10 @@ def test_failures_and_rejections_are_logged_with_the_client(tmp_path, caplog):
 
 
 def test_update_norm_bound_rejects_large_updates(tmp_path):
-    run_dir = run_inprocess({**BASE, "num-server-rounds": 1, "output-dir": str(tmp_path / "run"),
-                             "max-update-norm": 1e-6}, 2)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunFailedError, match="no round aggregated any update"):
+        run_inprocess({**BASE, "num-server-rounds": 1, "output-dir": str(run_dir), "max-update-norm": 1e-6}, 2)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
     row = rows_of(run_dir)[0]
     assert row["clients_rejected"] == 2 and row["clients_ok"] == 0 and row["round_skipped"]
 

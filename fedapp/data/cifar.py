@@ -14,8 +14,9 @@ Expected layout under ``data-root`` (the official "python version" archives, ext
 
 Each batch is a pickled dict with ``data`` (uint8 ``(N, 3072)``: 1024 red, 1024 green, 1024 blue
 values of a 32x32 image, row-major) and ``labels`` (CIFAR-10) or ``fine_labels`` (CIFAR-100).
-Python-2 pickles (str keys) and Python-3 re-pickles (bytes keys) are both read. Unpickling runs
-code, as with every pickle: only point ``data-root`` at the official files.
+Python-2 pickles (str keys) and Python-3 re-pickles (bytes keys) are both read, with a restricted
+unpickler (:mod:`fedapp.data.safepickle`): a file that names anything but numpy arrays and builtin
+containers is refused before that code runs.
 
 Images stay uint8 in memory (150 MB for 50,000 images) and are normalised per item with the
 dataset's standard per-channel mean/std (:data:`fedapp.data.files.CIFAR10_MEAN` ...).
@@ -23,7 +24,6 @@ dataset's standard per-channel mean/std (:data:`fedapp.data.files.CIFAR10_MEAN` 
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from fedapp.data.files import (
     scaled_per_pair,
 )
 from fedapp.data.longtail import longtail_indices
+from fedapp.data.safepickle import UnsafePickleError, load_data_pickle
 
 CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR100_DIR = "cifar-100-python"
@@ -75,8 +76,9 @@ DEFAULT_COMPOSITES_PER_PAIR = 500
 
 def _unpickle(path: Path, source: str) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            raw = pickle.load(handle, encoding="latin1")
+        raw = load_data_pickle(path, encoding="latin1")
+    except UnsafePickleError as err:
+        raise corrupt(path, f"refused: {err}", source) from None
     except Exception as err:  # truncated/garbled pickles raise many types (EOFError, UnpicklingError, ...)
         raise corrupt(path, f"cannot unpickle ({type(err).__name__}: {err})", source) from err
     if not isinstance(raw, dict):
