@@ -80,6 +80,12 @@ class RunConfig:
     output_dir: str = ""
     device: str = ""
     eval_batch_size: int = 512
+    # Training speed on GPUs (issue 18): data workers, mixed precision, layout, compilation, determinism
+    num_workers: int = 0  # DataLoader worker processes per client (node config num-workers overrides it)
+    amp: str = "off"  # mixed-precision training: "off" (fp32), "bf16" (autocast), "fp16" (autocast + grad scaler)
+    channels_last: bool = False  # model and images in channels-last (NHWC) memory format
+    compile: bool = False  # torch.compile the model's forward (in place; first round pays the compile time)
+    deterministic: bool = False  # deterministic kernels and cuDNN flags (GPU runs repeat bit for bit; slower)
     # SphereFed / FedLGT (issue 7): multi-label baselines of the FedNCAlign-ML tables
     spherefed_scale: float = 16.0  # SphereFed: s in logit_c = s * cos(z, w_c) (fixed orthonormal classifier)
     spherefed_ridge: float = 0.01  # SphereFed: lambda in W* = (sum_k Z_k^T Z_k + lambda I)^-1 sum_k Z_k^T Y_k
@@ -294,6 +300,8 @@ class RunConfig:
             self.device == "" or self.device == "cpu" or self.device.startswith("cuda"),
             "device", self.device, "'', 'cpu', 'cuda' or 'cuda:N'",
         )
+        _check(self.num_workers >= 0, "num-workers", self.num_workers, "an integer >= 0 (0: read in the training process)")
+        _check(self.amp in ("off", "bf16", "fp16"), "amp", self.amp, "off, bf16 or fp16")
         # Long runs (issue 10)
         _check(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, "an integer >= 0 (0 = off)")
         _check(0 <= self.fraction_evaluate <= 1, "fraction-evaluate", self.fraction_evaluate, "a number in [0, 1]")
