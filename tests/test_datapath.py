@@ -56,15 +56,18 @@ def _golden_run(tmp_path: Path, name: str, **extra) -> list[dict]:
     return _rows(run_inprocess(overrides, 3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GOLDEN_RUNS))
 def test_runs_reproduce_the_metrics_from_before_the_new_data_path(tmp_path: Path, name: str) -> None:
     assert _golden_run(tmp_path, name) == GOLDEN[name]  # every metric, bit for bit (exact float equality)
 
 
+@pytest.mark.slow
 def test_one_data_worker_gives_the_same_run(tmp_path: Path) -> None:
     assert _golden_run(tmp_path, "fedavg-ml-digits", **{"num-workers": 1}) == GOLDEN["fedavg-ml-digits"]
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_runs_a_round_on_cpu(tmp_path: Path) -> None:
     rows = _golden_run(tmp_path, "fedavg-ml-digits", amp="bf16", **{"channels-last": True})
     reference = GOLDEN["fedavg-ml-digits"]
