@@ -87,14 +87,17 @@ def prepare_model(model: nn.Module, options: TrainOptions) -> nn.Module:
 
 
 def set_determinism(deterministic: bool, device: torch.device) -> None:
-    """``deterministic=true``: deterministic kernels only (``torch.use_deterministic_algorithms``),
-    cuDNN deterministic and its autotuner off; false: PyTorch's defaults, with the cuDNN autotuner
-    on for CUDA (fastest kernels, run-to-run bit differences on GPUs). CPU runs repeat either way.
+    """``deterministic=true``: deterministic kernels (``torch.use_deterministic_algorithms``), cuDNN
+    deterministic and its autotuner off; false: PyTorch's defaults, with the cuDNN autotuner on for
+    CUDA (fastest kernels, run-to-run bit differences on GPUs). CPU runs repeat either way.
+
+    An op that has no deterministic kernel warns, naming itself, instead of stopping the run
+    (``warn_only``): such a run repeats except for that op.
     """
     if deterministic:
         # cuBLAS needs a fixed workspace to be deterministic (read when CUDA initialises).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 

@@ -13,7 +13,7 @@ from flwr.server.client_manager import SimpleClientManager
 from fedapp.checkpoint import open_for_resume
 from fedapp.config import RunConfig
 from fedapp.data import hold_out
-from fedapp.loops import resolve_device
+from fedapp.loops import resolve_device, set_determinism
 from fedapp.registry import get_algorithm
 from fedapp.results import RunRecorder, resolve_run_dir
 from fedapp.server_loop import FederationServer
@@ -26,6 +26,7 @@ def build_server_setup(config: RunConfig) -> ServerSetup:
     data = hold_out(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    set_determinism(config.deterministic, device)
     model = algorithm.client.build_model(config, data.bundle).to(device)
     # resume=<run dir> continues that run in its own directory (checked before anything is written).
     run_dir = resolve_run_dir(config.resume or config.output_dir, config.algorithm, config.dataset)

@@ -349,8 +349,8 @@ class ImageFileDataset(Dataset):
 
     Decoding: each image is decoded once per process and kept as uint8 when the whole split fits in
     ``cache_bytes`` (memory is taken as images are first read, so a client touches only its own
-    part); otherwise, and inside DataLoader worker processes (whose memory is not the trainer's),
-    every read decodes the file.
+    part); otherwise every read decodes the file. DataLoader worker processes read what the
+    training process had decoded when they started and decode the rest (their memory is their own).
     """
 
     def __init__(
@@ -387,13 +387,15 @@ class ImageFileDataset(Dataset):
 
     def pixels(self, index: int) -> torch.Tensor:
         """The uint8 ``(3, image_size, image_size)`` image ``index``, from the cache when it is there."""
+        if self._decoded[index]:
+            return self._cache[index]  # type: ignore[index]
         if not self.cached or get_worker_info() is not None:
+            # A worker's writes would stay in its own copy of the cache: decode, keep nothing.
             return decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
         if self._cache is None:
             self._cache = torch.empty((len(self.paths), 3, self.image_size, self.image_size), dtype=torch.uint8)
-        if not self._decoded[index]:
-            self._cache[index] = decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
-            self._decoded[index] = True
+        self._cache[index] = decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
+        self._decoded[index] = True
         return self._cache[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
