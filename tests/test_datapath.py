@@ -169,7 +169,12 @@ def test_image_files_are_decoded_once_per_process_when_they_fit(tmp_path: Path) 
     cached = ImageFileDataset(paths, np.arange(5), 8)
     uncached = ImageFileDataset(paths, np.arange(5), 8, cache_bytes=0)
     assert cached.cached and not uncached.cached
-    first_images, first_targets = cached.get_batch([3, 0, 4])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the three files are decoded on two threads
+    try:
+        first_images, first_targets = cached.get_batch([3, 0, 4])
+    finally:
+        torch.set_num_threads(threads)
     assert torch.equal(first_images, torch.stack([uncached[i][0] for i in (3, 0, 4)]))
     assert first_targets.tolist() == [3, 0, 4]
     for path in paths:

@@ -28,6 +28,7 @@ training and evaluation start from.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -385,6 +386,10 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _allocate_cache(self) -> None:
+        if self._cache is None and self.cached:
+            self._cache = torch.empty((len(self.paths), 3, self.image_size, self.image_size), dtype=torch.uint8)
+
     def pixels(self, index: int) -> torch.Tensor:
         """The uint8 ``(3, image_size, image_size)`` image ``index``, from the cache when it is there."""
         if self._decoded[index]:
@@ -392,8 +397,7 @@ class ImageFileDataset(Dataset):
         if not self.cached or get_worker_info() is not None:
             # A worker's writes would stay in its own copy of the cache: decode, keep nothing.
             return decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
-        if self._cache is None:
-            self._cache = torch.empty((len(self.paths), 3, self.image_size, self.image_size), dtype=torch.uint8)
+        self._allocate_cache()
         self._cache[index] = decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
         self._decoded[index] = True
         return self._cache[index]
@@ -402,8 +406,21 @@ class ImageFileDataset(Dataset):
         return normalize_batch(self.pixels(index), self._mean, self._std), self._targets[index]
 
     def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(images (B, 3, S, S), targets)`` of ``indices``, equal to stacking ``self[i]``."""
+        """``(images (B, 3, S, S), targets)`` of ``indices``, equal to stacking ``self[i]``.
+
+        Files not decoded yet are decoded on ``torch.get_num_threads()`` threads (decoding and
+        resizing run outside the GIL), so the training process fills its cache in parallel.
+        """
         rows = np.asarray(indices, dtype=np.int64)
-        pixels = torch.stack([self.pixels(int(i)) for i in rows]) if len(rows) else torch.empty(
-            (0, 3, self.image_size, self.image_size), dtype=torch.uint8)
+        if len(rows) == 0:
+            return normalize_batch(torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8),
+                                   self._mean, self._std), self._targets[:0]
+        missing = [int(i) for i in dict.fromkeys(rows.tolist()) if not self._decoded[i]]
+        threads = min(torch.get_num_threads(), len(missing))
+        decoded: dict[int, torch.Tensor] = {}
+        if threads > 1:
+            self._allocate_cache()  # before the threads, which would each allocate one
+            with ThreadPoolExecutor(threads) as pool:
+                decoded = dict(zip(missing, pool.map(self.pixels, missing)))
+        pixels = torch.stack([decoded[i] if i in decoded else self.pixels(i) for i in rows.tolist()])
         return normalize_batch(pixels, self._mean, self._std), self._targets[torch.from_numpy(rows)]
