@@ -69,3 +69,31 @@ def test_datapath_benchmark_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[
     verdict = result["bottleneck_at_default_workers"]["folder-224"]
     data = next(r for r in result["rows"] if r["dataset"] == "folder-224" and r["workers"] == 0)["images_per_second"]
     assert verdict["bottleneck"] == ("data path" if data < result["train_images_per_second"]["folder-224"] else "model")
+
+
+def test_preset_estimates_from_a_benchmark_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def row(method: str, dataset: str, amp: str, channels_last: bool, ips: float) -> dict:
+        return {"method": method, "dataset": dataset, "amp": amp, "channels_last": channels_last,
+                "images_per_second": ips, "eval_images_per_round": 1000, "evaluate_seconds": 0.5}
+
+    rows = [row(m, d, amp, cl, ips * (2 if amp == "bf16" else 1))
+            for m, d, ips in (("fedavg", "ml-cifar10", 4000.0), ("fedncalign-ml", "ml-cifar10", 3000.0),
+                              ("fedavg", "cifar10-lt", 8000.0), ("fedloge", "cifar10-lt", 7000.0),
+                              ("fedavg", "voc2012", 1000.0), ("fedncalign-ml", "voc2012", 800.0))
+            for amp, cl in (("off", False), ("bf16", True))]
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps({"machine": {"gpu": "test"}, "rows": rows}))
+    assert preset_time.main([str(path)]) == 0
+    estimates = {(e["preset"], e["method"]): e for e in _last_json(capsys)["estimates"]}
+    voc = estimates[("voc2012-s1", "fedncalign-ml")]
+    assert voc["train_images_per_round"] == round(5_717 * 0.9)
+    expected = 5_717 * 0.9 / 800 + (5_823 + 571.7) / 2000  # train / train_ips + eval / eval_ips
+    assert math.isclose(voc["fp32"]["round_seconds"], expected, rel_tol=1e-3)
+    bf16 = 5_717 * 0.9 / 1600 + (5_823 + 571.7) / 2000  # the bf16 row trains twice as fast
+    assert math.isclose(voc["bf16_channels_last"]["hours_100_rounds"], bf16 * 100 / 3600, rel_tol=1e-2)
+    lt = estimates[("cifar10-lt-if100-alpha0.5", "fedloge")]
+    assert lt["clients"] == 40 and lt["train_images_per_round"] == round(12_406 * 0.9 * 5)
+    assert lt["fp32"]["from"] == "fedloge@cifar10-lt"
+    derma = estimates[("ml-dermamnist-s1", "fedavg")]  # 28x56 scaled from the 32x64 row
+    assert derma["fp32"]["from"] == "fedavg@ml-cifar10 x1.31 px"
+    assert estimates[("imagenet-lt", "fedrod")]["fp32"]["from"] == "fedavg@voc2012"
