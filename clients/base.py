@@ -47,7 +47,15 @@ from fedapp.data import FederatedSplit
 from fedapp.faults import InjectedFault, fault_for
 from fedapp.node_state import RESTORED_MARKER, NodeStateStore, load_into, warn_unrestorable
 from fedapp.data.base import DatasetBundle
-from fedapp.loops import evaluate_model, make_loader, make_optimizer, task_loss, train_epochs
+from fedapp.loops import (
+    TrainOptions,
+    evaluate_model,
+    make_loader,
+    make_optimizer,
+    prepare_model,
+    task_loss,
+    train_epochs,
+)
 from fedapp.models.backbones import build_backbone
 from fedapp.models.nets import PooledLinearNet
 from fedapp.params import get_arrays, set_arrays, shared_keys
@@ -84,7 +92,8 @@ class BaseClient(NumPyClient):
         self.bundle = setup.split.bundle
         self.train_set = setup.split.train_set(setup.partition_id)
         self.local_test_set = setup.split.local_test_set(setup.partition_id)
-        self.model = self.build_model(self.config, self.bundle).to(self.device)
+        self.train_options = TrainOptions.from_config(self.config)
+        self.model = prepare_model(self.build_model(self.config, self.bundle).to(self.device), self.train_options)
         self.keys = self.shared_keys_of(self.model)
         if PRIVATE_MODEL_KEY in self.state:
             private = self.state[PRIVATE_MODEL_KEY]
@@ -116,7 +125,7 @@ class BaseClient(NumPyClient):
         optimizer = self.make_optimizer(self.model.parameters())
         return train_epochs(
             self.model, self.train_loader(config), optimizer, self.loss,
-            self.config.local_epochs, self.device,
+            self.config.local_epochs, self.device, options=self.train_options,
         )
 
     def personalized_model(self) -> nn.Module:
@@ -140,7 +149,8 @@ class BaseClient(NumPyClient):
         server_round = int(config.get("server-round", 0))
         seed = self.config.seed * 1_000_003 + server_round * 1009 + self.partition_id
         torch.manual_seed(seed)
-        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed)
+        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed,
+                           num_workers=self.config.num_workers, device=self.device)
 
     def save_state(self) -> None:
         """Keep every non-travelling model tensor and the extra private arrays in ``context.state``."""

@@ -57,7 +57,7 @@ class DittoClient(BaseClient):
 
         personal_metrics = train_epochs(
             self.personal, self.train_loader(config), self.make_optimizer(personal_params), personal_loss,
-            self.config.local_epochs, self.device,
+            self.config.local_epochs, self.device, options=self.train_options,
         )
         return {**global_metrics, **personal_metrics}
 

@@ -50,6 +50,6 @@ class FedBABUClient(BaseClient):
         with train_only(model, lambda name: finetune_body or name.startswith(HEAD_PREFIX)) as params:
             train_epochs(
                 model, self.train_loader({}), self.make_optimizer(params), self.loss,
-                self.config.finetune_epochs, self.device,
+                self.config.finetune_epochs, self.device, options=self.train_options,
             )
         return model

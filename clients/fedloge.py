@@ -102,7 +102,8 @@ class FedLoGeClient(BaseClient):
             self.make_optimizer(theta),
             self.head_optimizer(head_params),
         ])
-        return train_epochs(self.model, self.train_loader(config), optimizer, self.loss, cfg.local_epochs, self.device)
+        return train_epochs(self.model, self.train_loader(config), optimizer, self.loss, cfg.local_epochs, self.device,
+                            options=self.train_options)
 
     def head_optimizer(self, params) -> torch.optim.Optimizer:
         """SGD for psi and phi_k (and the LA-FR fine-tune): ``fedloge-head-lr``, the run's momentum and decay."""

@@ -37,11 +37,11 @@ class FedRepClient(BaseClient):
         with train_only(self.model, is_head) as head:
             head_metrics = train_epochs(
                 self.model, loader, self.make_optimizer(head), self.loss,
-                self.config.fedrep_head_epochs, self.device,
+                self.config.fedrep_head_epochs, self.device, options=self.train_options,
             )
         with train_only(self.model, lambda name: not is_head(name)) as body:
             body_metrics = train_epochs(
                 self.model, loader, self.make_optimizer(body), self.loss,
-                self.config.local_epochs, self.device,
+                self.config.local_epochs, self.device, options=self.train_options,
             )
         return {"head_loss": head_metrics["loss"], "loss": body_metrics["loss"]}

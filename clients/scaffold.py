@@ -131,7 +131,7 @@ class ScaffoldClient(BaseClient):
         lr, momentum = self.config.scaffold_local_lr, self.config.scaffold_momentum
         optimizer = ScaffoldSGD(self.variate_params, lr, correction, self.config.weight_decay, momentum)
         metrics = train_epochs(self.model, self.train_loader(config), optimizer, self.loss,
-                               self.config.local_epochs, self.device)
+                               self.config.local_epochs, self.device, options=self.train_options)
         y = [p.detach().cpu().numpy() for p in self.variate_params]
         updated = scaffold_variate_update(self.client_variate, self.server_variate, x, y, optimizer.steps, lr,
                                           momentum)

@@ -8,7 +8,7 @@ from flwr.client import Client, ClientApp
 
 from fedapp.config import RunConfig
 from fedapp.data import federate
-from fedapp.loops import resolve_device
+from fedapp.loops import resolve_device, set_determinism
 from fedapp.registry import get_algorithm
 from clients.base import ClientSetup
 
@@ -25,6 +25,8 @@ def client_fn(context: Context) -> Client:
         overrides["data_root"] = str(node["data-root"])
     if node.get("device"):
         overrides["device"] = str(node["device"])
+    if "num-workers" in node:  # DataLoader processes this machine can afford per client
+        overrides["num_workers"] = int(node["num-workers"])
     if node.get("state-dir"):  # where this node keeps its clients' private state (see fedapp.node_state)
         overrides["state_dir"] = str(node["state-dir"])
     if overrides:
@@ -34,7 +36,9 @@ def client_fn(context: Context) -> Client:
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id={partition_id} is not allowed; allowed: 0..{num_partitions - 1}")
     split = federate(config, num_partitions)
-    setup = ClientSetup(config, partition_id, split, resolve_device(config.device), context.state)
+    device = resolve_device(config.device)
+    set_determinism(config.deterministic, device)
+    setup = ClientSetup(config, partition_id, split, device, context.state)
     return get_algorithm(config.algorithm).client(setup).to_client()
 
 

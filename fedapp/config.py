@@ -95,6 +95,12 @@ class RunConfig:
     eval_batch_size: int = 512
     tensorboard: bool = True  # TensorBoard event files in the run directory (written by the server only)
     image_size: int = 32  # image-folder / multilabel-csv: images are resized to image-size x image-size
+    # Training speed on GPUs: data workers, mixed precision, layout, compilation, determinism
+    num_workers: int = 0  # DataLoader worker processes per client (node config num-workers overrides it)
+    amp: str = "off"  # mixed-precision training: "off" (fp32), "bf16" (autocast), "fp16" (autocast + grad scaler)
+    channels_last: bool = False  # model and images in channels-last (NHWC) memory format
+    compile: bool = False  # torch.compile the model's forward (in place; first round pays the compile time)
+    deterministic: bool = False  # deterministic kernels and cuDNN flags (GPU runs repeat bit for bit; slower)
     # SphereFed / FedLGT (issue 7): multi-label baselines of the FedNCAlign-ML tables
     spherefed_scale: float = 16.0  # SphereFed: s in logit_c = s * cos(z, w_c) (fixed orthonormal classifier)
     spherefed_ridge: float = 0.01  # SphereFed: lambda in W* = (sum_k Z_k^T Z_k + lambda I)^-1 sum_k Z_k^T Y_k
@@ -331,6 +337,8 @@ class RunConfig:
             re.fullmatch(r"|cpu|cuda(:[0-9]+)?", self.device) is not None,
             "device", self.device, "'' (the first CUDA device, else the CPU), 'cpu', 'cuda' or 'cuda:N'",
         )
+        _check(self.num_workers >= 0, "num-workers", self.num_workers, "an integer >= 0 (0: read in the training process)")
+        _check(self.amp in ("off", "bf16", "fp16"), "amp", self.amp, "off, bf16 or fp16")
         # Long runs (issue 10)
         _check(self.checkpoint_every >= 0, "checkpoint-every", self.checkpoint_every, "an integer >= 0 (0 = off)")
         _check(0 <= self.fraction_evaluate <= 1, "fraction-evaluate", self.fraction_evaluate, "a number in [0, 1]")

@@ -1,19 +1,105 @@
-"""The training and evaluation loops every client, the server and the centralized baseline share."""
+"""The training and evaluation loops every client, the server and the centralized baseline share.
+
+The data path (:func:`make_loader`): datasets that have ``get_batch`` (every dataset of
+:mod:`fedapp.data`) are read one batch per call, in ``num-workers`` DataLoader processes when asked,
+into pinned memory on CUDA; the batches and their order are the same, bit for bit, for every
+worker count. The training step (:func:`train_epochs`) runs under :class:`TrainOptions`: mixed
+precision (``amp``: bf16 autocast, or fp16 autocast with a gradient scaler), channels-last
+tensors and an optional ``torch.compile`` of the model (:func:`prepare_model`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
-from typing import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from fedapp.data.base import Task
 
 # loss_fn(model, images, targets) -> (loss to minimise, {term name: value}) for logging.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+# augment(images, generator) -> images: a training-batch transform drawing from ``generator``.
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+AMP_MODES = ("off", "bf16", "fp16")
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the training step runs: the run config's ``amp``, ``channels-last``, ``compile``, ``num-workers``.
+
+    The defaults (fp32, contiguous NCHW, eager, no workers) are the original training step.
+    """
+
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp={self.amp!r} is not allowed; allowed: {', '.join(AMP_MODES)}")
+        if self.num_workers < 0:
+            raise ValueError(f"num-workers={self.num_workers!r} is not allowed; allowed: an integer >= 0")
+
+    @classmethod
+    def from_config(cls, config: Any) -> "TrainOptions":
+        """The options of a :class:`fedapp.config.RunConfig`."""
+        return cls(config.amp, config.channels_last, config.compile, config.num_workers)
+
+    def autocast(self, device: torch.device):
+        """``torch.autocast`` to the ``amp`` dtype on ``device``; a no-op context for ``amp=off``."""
+        if self.amp == "off":
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=_AMP_DTYPES[self.amp])
+
+    def grad_scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
+        """A gradient scaler for fp16 (its small exponent range underflows small gradients); else None."""
+        return torch.amp.GradScaler(device.type) if self.amp == "fp16" else None
+
+    def to_input(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """``images`` on ``device`` (asynchronously from pinned memory), channels-last if asked."""
+        images = images.to(device, non_blocking=True)
+        if self.channels_last and images.dim() == 4:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def prepare_model(model: nn.Module, options: TrainOptions) -> nn.Module:
+    """Apply ``channels-last`` (parameters in NHWC) and ``compile`` to ``model`` in place; returns it.
+
+    ``nn.Module.compile`` compiles the forward call in place, so parameter names (what travels to the
+    server) are unchanged.
+    """
+    if options.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if options.compile:
+        model.compile()
+    return model
+
+
+def set_determinism(deterministic: bool, device: torch.device) -> None:
+    """``deterministic=true``: deterministic kernels (``torch.use_deterministic_algorithms``), cuDNN
+    deterministic and its autotuner off; false: PyTorch's defaults, with the cuDNN autotuner on for
+    CUDA (fastest kernels, run-to-run bit differences on GPUs). CPU runs repeat either way.
+
+    An op that has no deterministic kernel warns, naming itself, instead of stopping the run
+    (``warn_only``): such a run repeats except for that op.
+    """
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic (read when CUDA initialises).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
 
 
 def resolve_device(requested: str = "") -> torch.device:
@@ -29,10 +115,71 @@ def resolve_device(requested: str = "") -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A single-process DataLoader; ``seed`` fixes the shuffling order."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+class _BatchReader(Dataset):
+    """``dataset`` read one batch per call (``__getitems__``, which DataLoader's fetcher prefers)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset.get_batch(indices)  # type: ignore[attr-defined]
+
+
+def _whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
+
+
+class _EpochSampler(RandomSampler):
+    """RandomSampler whose generator also makes the one draw DataLoader takes when an epoch starts.
+
+    A DataLoader draws an int64 (its workers' base seed) from its ``generator`` before each epoch,
+    except on later epochs with persistent workers. Drawing it here from the sampler's own
+    generator, and giving the DataLoader a separate one, keeps the order of the original
+    ``DataLoader(shuffle=True, generator=g)`` for every ``num_workers`` and ``persistent_workers``.
+    """
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        yield from super().__iter__()
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+) -> DataLoader:
+    """A DataLoader over ``dataset``; ``seed`` fixes the shuffling order (the same for every worker count).
+
+    Datasets with ``get_batch`` are read a batch at a time (bit for bit the stacked items).
+    ``num_workers`` > 0 reads in that many processes; on CUDA ``device`` the batches come in pinned
+    memory and the workers persist across epochs.
+    """
+    if num_workers < 0:
+        raise ValueError(f"num-workers={num_workers!r} is not allowed; allowed: an integer >= 0")
+    cuda = device is not None and device.type == "cuda"
+    batched = callable(getattr(dataset, "get_batch", None))
+    sampler = _EpochSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else None
+    return DataLoader(
+        _BatchReader(dataset) if batched else dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        # Seeds the worker processes only (the order comes from the sampler); unshuffled loaders
+        # keep drawing it from the global generator, as they always did.
+        generator=torch.Generator().manual_seed(seed) if shuffle else None,
+        collate_fn=_whole_batch if batched else None,
+        num_workers=num_workers,
+        pin_memory=cuda,
+        persistent_workers=cuda and num_workers > 0,
+    )
 
 
 def task_loss(task: Task) -> LossFn:
@@ -54,29 +201,52 @@ def train_epochs(
     epochs: int,
     device: torch.device,
     after_step: Callable[[], None] | None = None,
+    options: TrainOptions | None = None,
+    augment: Augment | None = None,
+    augment_generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Run ``epochs`` passes of SGD-style training; returns each logged term's mean over steps.
 
     ``after_step`` runs after every optimizer step (e.g. to re-apply a mask or a correction).
+    ``options`` sets mixed precision and layout (see :class:`TrainOptions`; default: fp32).
+    ``augment(images, augment_generator)`` transforms every training batch on ``device``.
+    With ``amp=fp16`` the loss is scaled, and a step whose gradients overflow is skipped (and the
+    scale lowered) instead of raising.
     """
+    options = options or TrainOptions()
+    scaler = options.grad_scaler(device)
     model.train()
     sums: dict[str, float] = defaultdict(float)
     steps = 0
     for _ in range(epochs):
         for images, targets in loader:
-            images, targets = images.to(device), targets.to(device)
+            images, targets = options.to_input(images, device), targets.to(device, non_blocking=True)
+            if augment is not None:
+                images = augment(images, augment_generator)
             optimizer.zero_grad(set_to_none=True)
-            loss, terms = loss_fn(model, images, targets)
+            with options.autocast(device):
+                loss, terms = loss_fn(model, images, targets)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {float(loss)} (terms: {terms})")
-            loss.backward()
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaled_step(scaler, loss, optimizer)
             if after_step is not None:
                 after_step()
             for name, value in terms.items():
                 sums[name] += value
             steps += 1
     return {name: total / max(steps, 1) for name, total in sums.items()}
+
+
+def scaled_step(scaler: torch.amp.GradScaler, loss: torch.Tensor, optimizer: Any) -> None:
+    """``scaler``'s backward and step of ``loss``; ``optimizer`` may chain several (``.optimizers``)."""
+    scaler.scale(loss).backward()
+    for single in getattr(optimizer, "optimizers", [optimizer]):
+        scaler.step(single)
+    scaler.update()
 
 
 @torch.no_grad()

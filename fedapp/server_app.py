@@ -15,7 +15,7 @@ from flwr.server.client_manager import SimpleClientManager
 from fedapp.checkpoint import CheckpointError, open_for_resume
 from fedapp.config import RunConfig
 from fedapp.data import hold_out
-from fedapp.loops import resolve_device
+from fedapp.loops import resolve_device, set_determinism
 from fedapp.params import get_arrays
 from fedapp.registry import get_algorithm
 from fedapp.results import RunRecorder, resolve_run_dir
@@ -36,6 +36,7 @@ def build_server_setup(config: RunConfig, *, scratch_dir: Path | None = None) ->
     data = hold_out(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    set_determinism(config.deterministic, device)
     model = algorithm.client.build_model(config, data.bundle)
     if not dry:
         model = model.to(device)

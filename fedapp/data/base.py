@@ -55,6 +55,11 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[index], self._targets[index]
 
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, targets)`` of ``indices``, equal to stacking ``self[i]`` (one indexing call)."""
+        rows = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return self.images[rows], self._targets[rows]
+
 
 class IndexedSubset(Dataset):
     """A view of ``dataset`` restricted to ``indices`` (no copy of the images), with ``labels``."""
@@ -69,6 +74,20 @@ class IndexedSubset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.dataset[int(self.indices[index])]
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, targets)`` of ``indices`` (positions in this view), equal to stacking ``self[i]``."""
+        rows = self.indices[np.asarray(indices, dtype=np.int64)]
+        return get_batch(self.dataset, rows)
+
+
+def get_batch(dataset: Dataset, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``dataset.get_batch(indices)`` where the dataset has it, else its items stacked (any Dataset)."""
+    batched = getattr(dataset, "get_batch", None)
+    if batched is not None:
+        return batched(indices)
+    items = [dataset[int(i)] for i in indices]
+    return torch.stack([image for image, _ in items]), torch.stack([torch.as_tensor(t) for _, t in items])
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,13 @@
   * :class:`CompositeDataset`: the multi-label composites of :mod:`fedapp.data.composites`, built
     lazily from uint8 source images and a plan of source pairs (:func:`composite_plan`), so a
     composite set never exists as one float32 array;
-  * :class:`ImageFileDataset`: one image file per sample (JPEG/PNG), decoded with PIL, resized and
-    normalised per item.
+  * :class:`ImageFileDataset`: one image file per sample (JPEG/PNG), decoded with
+    ``torchvision.io.decode_image`` and resized with ``transforms.v2`` (:func:`decode_image_file`),
+    kept decoded in a per-process uint8 cache when the split fits (:data:`DECODE_CACHE_BYTES`).
+
+Every dataset also has ``get_batch(indices) -> (images, targets)``: the same tensors as stacking
+``ds[i]`` for each index, bit for bit, computed on the whole batch at once (what
+:func:`fedapp.loops.make_loader` uses; one Python call per batch instead of one per image).
 
 Loaders do no data augmentation: they return the deterministic, normalised tensors that both
 training and evaluation start from.
@@ -23,13 +28,16 @@ training and evaluation start from.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 import torch
+import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
+from torchvision.io import ImageReadMode, decode_image, read_file
 
 from fedapp.data.composites import sample_composite_sources
 
@@ -130,6 +138,18 @@ def _targets(labels: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.int64)
 
 
+def _index_tensor(indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(indices, dtype=np.int64))
+
+
+def normalize_batch(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """float32 ``(x / 255 - mean) / std`` of uint8 images ``(..., C, H, W)``; ``mean``/``std`` ``(C, 1, 1)``.
+
+    Elementwise, so a batch gives bit for bit the images normalised one by one.
+    """
+    return (images.float() / 255.0 - mean) / std
+
+
 class UInt8ImageDataset(Dataset):
     """uint8 images ``(N, C, H, W)`` kept as they are; item ``i`` is ``((x/255 - mean)/std, target)``.
 
@@ -154,8 +174,12 @@ class UInt8ImageDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = (self.images[index].float() / 255.0 - self._mean) / self._std
-        return image, self._targets[index]
+        return normalize_batch(self.images[index], self._mean, self._std), self._targets[index]
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, C, H, W), targets)`` of ``indices``, equal to stacking ``self[i]``."""
+        rows = _index_tensor(indices)
+        return normalize_batch(self.images[rows], self._mean, self._std), self._targets[rows]
 
 
 def composite_plan(
@@ -239,6 +263,18 @@ class CompositeDataset(Dataset):
         left, right = self.sources[index]
         return torch.cat([self._half(int(left)), self._half(int(right))], dim=-1), self._targets[index]
 
+    def _halves(self, sources: np.ndarray) -> torch.Tensor:
+        halves = normalize_batch(self.images[torch.from_numpy(np.maximum(sources, 0))], self._mean, self._std)
+        halves[torch.from_numpy(sources < 0)] = 0.0
+        return halves
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, C, H, 2W), targets)`` of ``indices``, equal to stacking ``self[i]``."""
+        rows = np.asarray(indices, dtype=np.int64)
+        pairs = self.sources[rows]
+        images = torch.cat([self._halves(pairs[:, 0]), self._halves(pairs[:, 1])], dim=-1)
+        return images, self._targets[torch.from_numpy(rows)]
+
 
 def load_image(path: Path, image_size: int, resize: Resize = "squash", grayscale: bool = False) -> Image.Image:
     """Decode ``path`` with PIL as RGB (gray replicated to 3 channels if ``grayscale``) and resize it.
@@ -266,12 +302,56 @@ def load_image(path: Path, image_size: int, resize: Resize = "squash", grayscale
     return image.crop((left, top, left + image_size, top + image_size))
 
 
+# The largest decoded split (uint8 bytes) an ImageFileDataset keeps in memory in each process:
+# VOC 2012 at 224 px (5,717 train images: 0.86 GB) fits; ChestX-ray14 / ImageNet-LT (~17 GB) do not,
+# and are decoded anew each epoch (in DataLoader workers when num-workers > 0).
+DECODE_CACHE_BYTES = 4 * 1024**3
+
+
+def _decode_error(path: Path, err: Exception) -> Exception:
+    if not path.is_file():
+        return MissingDataFileError(f"missing image file {path} (it was listed when the dataset was built)")
+    return CorruptDataFileError(f"corrupt or unexpected data file {path}: cannot decode image ({err})")
+
+
+def decode_image_file(path: Path, image_size: int, resize: Resize = "squash", grayscale: bool = False) -> torch.Tensor:
+    """uint8 ``(3, image_size, image_size)`` of ``path``: ``torchvision.io.decode_image`` + ``transforms.v2``.
+
+    The same geometry as :func:`load_image` (bilinear with antialiasing; ``"center-crop"`` scales the
+    shorter side to ``image_size``, ``round``-ing the longer one, and cuts the central square at the
+    same offsets); pixel values may differ from PIL's resize by one level. Gray files (or
+    ``grayscale``) are replicated to 3 channels. Raises :class:`MissingDataFileError` /
+    :class:`CorruptDataFileError` naming the file.
+    """
+    try:
+        image = decode_image(read_file(str(path)), mode=ImageReadMode.GRAY if grayscale else ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError) as err:
+        raise _decode_error(path, err) from err
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    if resize == "squash":
+        return TF.resize(image, [image_size, image_size], antialias=True).contiguous()
+    if resize != "center-crop":
+        raise ValueError(f"resize must be 'squash' or 'center-crop', got {resize!r}")
+    height, width = image.shape[-2:]
+    scale = image_size / min(width, height)
+    new_w, new_h = max(image_size, round(width * scale)), max(image_size, round(height * scale))
+    image = TF.resize(image, [new_h, new_w], antialias=True)
+    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
+    return image[:, top:top + image_size, left:left + image_size].contiguous()
+
+
 class ImageFileDataset(Dataset):
     """One image file per sample; item ``i`` is the decoded, resized, normalised float32
     ``(3, image_size, image_size)`` tensor of ``paths[i]`` and its target.
 
     ``labels`` (int64 ``(N,)`` or float32 multi-hot ``(N, C)``) is given at construction, so
-    partitioners never open an image. See :func:`load_image` for ``resize`` and ``grayscale``.
+    partitioners never open an image. See :func:`decode_image_file` for ``resize`` and ``grayscale``.
+
+    Decoding: each image is decoded once per process and kept as uint8 when the whole split fits in
+    ``cache_bytes`` (memory is taken as images are first read, so a client touches only its own
+    part); otherwise every read decodes the file. DataLoader worker processes read what the
+    training process had decoded when they started and decode the rest (their memory is their own).
     """
 
     def __init__(
@@ -283,6 +363,7 @@ class ImageFileDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
         resize: Resize = "squash",
         grayscale: bool = False,
+        cache_bytes: int = DECODE_CACHE_BYTES,
     ) -> None:
         if len(paths) != len(labels):
             raise ValueError(f"paths ({len(paths)}) and labels ({len(labels)}) differ in length")
@@ -298,11 +379,48 @@ class ImageFileDataset(Dataset):
         self._targets = _targets(self.labels)
         self._mean = _stats(mean, 3)
         self._std = _stats(std, 3)
+        self.cached = len(self.paths) * 3 * image_size * image_size <= cache_bytes
+        self._cache: torch.Tensor | None = None  # allocated on first use (untouched pages cost nothing)
+        self._decoded = np.zeros(len(self.paths), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _allocate_cache(self) -> None:
+        if self._cache is None and self.cached:
+            self._cache = torch.empty((len(self.paths), 3, self.image_size, self.image_size), dtype=torch.uint8)
+
+    def pixels(self, index: int) -> torch.Tensor:
+        """The uint8 ``(3, image_size, image_size)`` image ``index``, from the cache when it is there."""
+        if self._decoded[index]:
+            return self._cache[index]  # type: ignore[index]
+        if not self.cached or get_worker_info() is not None:
+            # A worker's writes would stay in its own copy of the cache: decode, keep nothing.
+            return decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
+        self._allocate_cache()
+        self._cache[index] = decode_image_file(self.paths[index], self.image_size, self.resize, self.grayscale)
+        self._decoded[index] = True
+        return self._cache[index]
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = load_image(self.paths[index], self.image_size, self.resize, self.grayscale)
-        pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-        return (pixels.float() / 255.0 - self._mean) / self._std, self._targets[index]
+        return normalize_batch(self.pixels(index), self._mean, self._std), self._targets[index]
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, 3, S, S), targets)`` of ``indices``, equal to stacking ``self[i]``.
+
+        Files not decoded yet are decoded on ``torch.get_num_threads()`` threads (decoding and
+        resizing run outside the GIL), so the training process fills its cache in parallel.
+        """
+        rows = np.asarray(indices, dtype=np.int64)
+        if len(rows) == 0:
+            return normalize_batch(torch.empty((0, 3, self.image_size, self.image_size), dtype=torch.uint8),
+                                   self._mean, self._std), self._targets[:0]
+        missing = [int(i) for i in dict.fromkeys(rows.tolist()) if not self._decoded[i]]
+        threads = min(torch.get_num_threads(), len(missing))
+        decoded: dict[int, torch.Tensor] = {}
+        if threads > 1:
+            self._allocate_cache()  # before the threads, which would each allocate one
+            with ThreadPoolExecutor(threads) as pool:
+                decoded = dict(zip(missing, pool.map(self.pixels, missing)))
+        pixels = torch.stack([decoded[i] if i in decoded else self.pixels(i) for i in rows.tolist()])
+        return normalize_batch(pixels, self._mean, self._std), self._targets[torch.from_numpy(rows)]
