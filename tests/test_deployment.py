@@ -332,3 +332,83 @@ def test_simulation_runs_on_an_existing_ray_cluster(tmp_path, monkeypatch):
     finally:
         stop_tree(head, grace=20)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# ClientApp cold start: what a fresh ClientApp process imports, and the node's partition cache
+
+
+def test_partition_cache_round_trip_gives_the_clients_data(tmp_path):
+    import numpy as np
+
+    from fedapp.config import RunConfig
+    from fedapp.data import _SPLIT_FIELDS, federate
+    from fedapp.data.partition_cache import cache_key, load_partition, save_partition
+
+    for dataset in ("lt-digits", "ml-digits"):
+        config = RunConfig(dataset=dataset, seed=3, alpha=0.5)
+        split = federate(config, 3)
+        path = tmp_path / f"{dataset}.npz"
+        assert save_partition(path, split, 1)
+        cached = load_partition(path, 1, 3)
+        assert cached is not None
+        for name in ("name", "task", "num_classes", "class_names", "input_shape"):
+            assert getattr(cached.bundle, name) == getattr(split.bundle, name), name
+        np.testing.assert_array_equal(cached.bundle.class_counts(), split.bundle.class_counts())
+        original, loaded = split.train_set(1), cached.train_set(1)
+        assert len(loaded) == len(original) > 0
+        np.testing.assert_array_equal(loaded.labels, original.labels)
+        for i in (0, len(original) - 1):
+            for a, b in zip(loaded[i], original[i]):
+                assert torch_equal(a, b)
+        if split.local_test_set(1) is None:
+            assert cached.local_test_set(1) is None
+        else:
+            np.testing.assert_array_equal(cached.local_test_set(1).labels, split.local_test_set(1).labels)
+            assert torch_equal(cached.local_test_set(1)[0][0], split.local_test_set(1)[0][0])
+        # Anything that changes the split changes the file name.
+        keys = {cache_key(c, _SPLIT_FIELDS, n, p) for c, n, p in [
+            (config, 3, 1), (config, 3, 2), (config, 4, 1), (config.replace(seed=4), 3, 1),
+            (config.replace(alpha=0.1), 3, 1)]}
+        assert len(keys) == 5
+    assert load_partition(tmp_path / "missing.npz", 0, 3) is None
+    (tmp_path / "torn.npz").write_bytes(b"not a zip")
+    assert load_partition(tmp_path / "torn.npz", 0, 3) is None
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+
+
+_PROBE = """
+import json, sys, time
+from pathlib import Path
+started = time.perf_counter()
+import fedapp.client_app
+from fedapp.config import RunConfig
+from fedapp.data.partition_cache import node_split
+imported = sorted(m for m in ("sklearn", "torchvision", "torch._dynamo", "ray", "clients.fedncalign_ml",
+                              "strategies.fedavg", "fedapp.data.digits", "fedapp.data.cifar") if m in sys.modules)
+split = node_split(RunConfig(dataset="ml-digits", seed=5), 2, 1, Path(sys.argv[1]))
+print(json.dumps({"imported": imported, "after_split": "sklearn" in sys.modules,
+                  "labels": split.train_set(1).labels.sum(axis=0).tolist()}))
+"""
+
+
+def test_fresh_client_app_process_imports_only_what_it_uses(tmp_path):
+    """A fresh process (as each deployment message gets) imports no other algorithm, no sklearn,
+    torchvision or torch._dynamo; the second one reads its partition from the node's disk."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    answers = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "cache")], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        answers.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert answers[0]["imported"] == [] and answers[1]["imported"] == []
+    assert answers[0]["after_split"] is True  # the first message loads ml-digits through sklearn
+    assert answers[1]["after_split"] is False  # the second reads the cached partition
+    assert answers[0]["labels"] == answers[1]["labels"]
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
