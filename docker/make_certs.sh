@@ -186,22 +186,28 @@ if (( ! KEYS_ONLY )); then
   echo "  server.pem, server.key  SuperLink certificate, SANs: ${SAN_LINE}"
 fi
 echo "  keys/supernode-<i>[.pub] for i = 0..$((NODES - 1)) (ECDSA P-384), new: ${#created_keys[@]}"
-if [[ "$(cd "$OUT" && pwd)" != "${SCRIPT_DIR}/certs" ]]; then
-  echo
-  echo "Not the default directory: export FEDAPP_CERTS_DIR=$(cd "$OUT" && pwd) for docker compose."
-fi
-COMPOSE="-f docker/compose.yml"
-(( NODES == 4 )) && COMPOSE="-f docker/compose.yml -f docker/compose.4gpu.yml"
+ABS_OUT="$(cd "$OUT" && pwd)"
 cat <<EOF
 
-Private keys are mode 0600: the containers run as uid \${FEDAPP_UID:-1000}, so build the image
-with FEDAPP_UID=\$(id -u) FEDAPP_GID=\$(id -g) of the user who ran this script (see docker/README.md).
+Next, on separate machines (docs/DEPLOYMENT.md, steps 2-6): copy only what each machine needs:
+  server (SuperLink)          $ABS_OUT/{ca.crt,server.pem,server.key}
+  client i (SuperNode i)      $ABS_OUT/ca.crt and $ABS_OUT/keys/supernode-<i>
+  CLI workstation             $ABS_OUT/ca.crt and $ABS_OUT/keys/supernode-*.pub (to register them)
+Keep ca.key offline. The SANs above must hold the name or address the SuperNodes and the CLI use.
+EOF
+COMPOSE="-f docker/compose.yml"
+(( NODES == 4 )) && COMPOSE="-f docker/compose.yml -f docker/compose.4gpu.yml"
+CERTS_ENV=""
+[[ "$ABS_OUT" != "${SCRIPT_DIR}/certs" ]] && CERTS_ENV="FEDAPP_CERTS_DIR=$ABS_OUT "
+cat <<EOF
 
-Next (docker/README.md has the details):
+Or, with docker compose on one host (docker/README.md): the containers run as uid \${FEDAPP_UID:-1000}
+(never 0), which must be able to read the 0600 private keys: build with FEDAPP_UID=<owner's uid>
+FEDAPP_GID=<owner's gid>, or chown the files to that uid.
   mkdir -p data outputs/docker
-  docker compose $COMPOSE build
-  docker compose $COMPOSE up -d superlink
-  docker/register_supernodes.sh --certs "$OUT" --nodes $NODES
-  docker compose $COMPOSE up -d          # starts the SuperNodes
+  ${CERTS_ENV}docker compose $COMPOSE build
+  ${CERTS_ENV}docker compose $COMPOSE up -d superlink superexec-serverapp
+  docker/register_supernodes.sh --certs "$ABS_OUT" --nodes $NODES
+  ${CERTS_ENV}docker compose $COMPOSE up -d          # the SuperNodes and their SuperExecs
   flwr run . docker --stream -c 'output-dir="/results/run-1"'
 EOF
