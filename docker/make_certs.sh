@@ -10,6 +10,8 @@
 #                                   and every --host given (IP addresses detected)
 #   keys/supernode-<i>, .pub        N ECDSA P-384 key pairs for SuperNode authentication,
 #                                   i = 0..N-1 (the compose service supernode-<i> uses key i)
+#   superexec/superlink.secret,     random SuperExec secrets (--superexec-auth-secret-file): the
+#   superexec/supernode-<i>.secret  SuperLink / SuperNode i and their SuperExec share one
 # An existing CA is never overwritten unless --force is given (which recreates everything;
 # the new public keys must then be registered again). --keys-only only adds missing SuperNode
 # key pairs (e.g. going from 2 to 4 GPUs) and leaves the CA and certificate alone.
@@ -103,7 +105,7 @@ recreate the CA, the SuperLink certificate and all SuperNode keys (then register
   echo "--force: replacing the CA, certificate and keys in $OUT"
   rm -f "$OUT/ca.crt" "$OUT/ca.key" "$OUT/ca.srl" "$OUT/server.pem" "$OUT/server.key" \
         "$OUT/server.csr"
-  rm -f "$OUT"/keys/supernode-*
+  rm -f "$OUT"/keys/supernode-* "$OUT"/superexec/*.secret
 fi
 
 umask 077
@@ -174,11 +176,21 @@ for (( i = 0; i < NODES; i++ )); do
   fi
 done
 
+# SuperExec secrets (random, 0600): a SuperLink / SuperNode started with
+# --superexec-auth-secret-file accepts Runtime API calls only from a SuperExec holding the same
+# file. One for the SuperLink and its SuperExec, one per SuperNode and its SuperExec.
+mkdir -p "$OUT/superexec"
+for name in superlink $(for (( i = 0; i < NODES; i++ )); do echo "supernode-$i"; done); do
+  secret="$OUT/superexec/$name.secret"
+  [[ -e "$secret" ]] || openssl rand -hex 32 | tr -d '\n' > "$secret"
+  chmod 0600 "$secret"
+done
+
 # Public material is world-readable; private keys stay owner-only (0600).
 chmod 0644 "$OUT/ca.crt" "$OUT/server.pem" "$OUT"/keys/*.pub
 (( KEYS_ONLY )) || chmod 0600 "$OUT/ca.key" "$OUT/server.key"
 for (( i = 0; i < NODES; i++ )); do chmod 0600 "$OUT/keys/supernode-$i"; done
-chmod 0755 "$OUT" "$OUT/keys"
+chmod 0755 "$OUT" "$OUT/keys" "$OUT/superexec"
 
 echo "Wrote to $OUT:"
 if (( ! KEYS_ONLY )); then
@@ -186,12 +198,13 @@ if (( ! KEYS_ONLY )); then
   echo "  server.pem, server.key  SuperLink certificate, SANs: ${SAN_LINE}"
 fi
 echo "  keys/supernode-<i>[.pub] for i = 0..$((NODES - 1)) (ECDSA P-384), new: ${#created_keys[@]}"
+echo "  superexec/superlink.secret, superexec/supernode-<i>.secret   SuperExec HMAC secrets (0600)"
 ABS_OUT="$(cd "$OUT" && pwd)"
 cat <<EOF
 
 Next, on separate machines (docs/DEPLOYMENT.md, steps 2-6): copy only what each machine needs:
-  server (SuperLink)          $ABS_OUT/{ca.crt,server.pem,server.key}
-  client i (SuperNode i)      $ABS_OUT/ca.crt and $ABS_OUT/keys/supernode-<i>
+  server (SuperLink)          $ABS_OUT/{ca.crt,server.pem,server.key}, superexec/superlink.secret
+  client i (SuperNode i)      $ABS_OUT/ca.crt, keys/supernode-<i>, superexec/supernode-<i>.secret
   CLI workstation             $ABS_OUT/ca.crt and $ABS_OUT/keys/supernode-*.pub (to register them)
 Keep ca.key offline. The SANs above must hold the name or address the SuperNodes and the CLI use.
 EOF
