@@ -187,15 +187,12 @@ def _federation(net: Network, tmp: Path) -> None:
     server, ws = tmp / "server", tmp / "workstation"
     _copy({n: certs / n for n in ("ca.crt", "server.pem", "server.key")}, server / "certs")
     (server / "certs" / "server.key").chmod(0o600)
-    secret = server / "superexec.secret"
-    secret.write_text(os.urandom(32).hex())
-    secret.chmod(0o600)
+    _copy({"superexec.secret": certs / "superexec" / "superlink.secret"}, server, mode=0o600)
     for i in (0, 1):
         client = tmp / f"client-{i}"
         _copy({"ca.crt": certs / "ca.crt"}, client)
-        _copy({f"supernode-{i}": keys / f"supernode-{i}"}, client, mode=0o600)
-        (client / "superexec.secret").write_text(os.urandom(32).hex())
-        (client / "superexec.secret").chmod(0o600)
+        _copy({f"supernode-{i}": keys / f"supernode-{i}",
+               "superexec.secret": certs / "superexec" / f"supernode-{i}.secret"}, client, mode=0o600)
     _copy({"ca.crt": certs / "ca.crt", **{f"supernode-{i}.pub": keys / f"supernode-{i}.pub" for i in (0, 1)}}, ws)
     rogue = tmp / "rogue"
     _copy({"ca.crt": certs / "ca.crt", "other-ca.crt": other / "ca.crt"}, rogue)
