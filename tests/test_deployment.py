@@ -412,3 +412,33 @@ def test_fresh_client_app_process_imports_only_what_it_uses(tmp_path):
     assert answers[1]["after_split"] is False  # the second reads the cached partition
     assert answers[0]["labels"] == answers[1]["labels"]
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+
+@pytest.mark.slow
+def test_coldstart_benchmark_reports_fresh_processes(tmp_path):
+    from benchmarks.coldstart import main as coldstart_main
+
+    report = coldstart_main(["--repeats", "1", "--out", str(tmp_path / "coldstart.json")])
+    assert json.loads((tmp_path / "coldstart.json").read_text()) == report
+    results = report["results"]
+    for name in ("bare_torch", "bare_torch_step", "clientapp_first", "clientapp_cached"):
+        assert results[name]["seconds_median"] > 0 and results[name]["rss_mb_median"] > 0, name
+    # The cached message never touches scikit-learn or torchvision; the first one builds ml-digits.
+    assert results["clientapp_cached"]["heavy_modules_loaded"] == ["torch._dynamo"]
+    assert "sklearn" in results["clientapp_first"]["heavy_modules_loaded"]
+    assert "torchvision" not in results["clientapp_first"]["heavy_modules_loaded"]
+    assert results["clientapp_cached"]["client_fn_s_median"] < results["clientapp_first"]["client_fn_s_median"]
+
+
+def test_registry_imports_each_algorithm_on_first_use():
+    from fedapp import registry
+    from fedapp.config import ALGORITHMS, ConfigError
+
+    assert set(registry.SPECS) == set(ALGORITHMS)
+    for name, (strategy, client) in registry.SPECS.items():
+        algorithm = registry.get_algorithm(name)
+        assert f"{algorithm.strategy.__module__}:{algorithm.strategy.__name__}" == strategy
+        assert f"{algorithm.client.__module__}:{algorithm.client.__name__}" == client
+        assert registry.get_algorithm(name) is algorithm  # imported once
+    with pytest.raises(ConfigError, match="algorithm='nope' is not available"):
+        registry.get_algorithm("nope")
