@@ -40,11 +40,11 @@ def run(name: str, argv: list[str], checkout: Path, run_dir: Path) -> dict:
     if result.returncode != 0:
         raise SystemExit(f"{name} failed ({result.returncode}): {(result.stdout + result.stderr)[-2000:]}")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    final = json.loads((run_dir / "summary.json").read_text())["final"]
+    summary = json.loads((run_dir / "summary.json").read_text())
     rounds = [r["round_seconds"] for r in rows]
     return {"wall_seconds": seconds, "round_seconds": rounds,
             "steady_round_seconds": statistics.mean(rounds[1:]) if len(rounds) > 1 else rounds[0],
-            "final_test_macro_auc": final.get("test_macro_auc")}
+            "final": {summary["main_metric"]: summary["final"][summary["main_metric"]]}}
 
 
 def main(argv: list[str] | None = None) -> dict:

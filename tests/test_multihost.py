@@ -15,8 +15,14 @@ registration, SuperLink, SuperExecs, SuperNodes, ``flwr run``) and checks: the r
 ``finished:completed`` in ``flwr ls --format json`` on the workstation, the run directory with
 every round lies on the server host, each machine unpacked the app under its own
 ``~/.flwr/apps``, the rogue nodes are refused (code 2004 / CERTIFICATE_VERIFY_FAILED), and the
-CLI's answers for a wrong CA are the ones the docs quote. Every process and namespace it made is
-removed at the end, also on failure. It skips (with the reason) where namespaces cannot be made.
+CLI's answers for a wrong CA are the ones the docs quote.
+
+The SuperExecs run as an unprivileged user (``nobody``) with their own home, as the trust model
+in the docs asks: the ServerApp and ClientApps they start (the submitted code) run as that user
+too, and the test checks that this user cannot read ``server.key``, the SuperLink's database or
+a SuperNode's private key, while the run still completes. Every process, namespace and folder it
+made is removed at the end, also on failure. It skips (with the reason) where namespaces cannot
+be made.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -44,6 +51,7 @@ PORT = 9092  # every host has its own network stack: the documented default port
 HOSTS = {"server": 1, "client-0": 2, "client-1": 3, "workstation": 4, "rogue": 5}
 WAIT = 240.0  # seconds for a process to come up on a loaded 2-core CI machine
 RUN_TIMEOUT = 900.0
+APP_USER = 65534  # nobody: runs the SuperExecs and so every submitted ServerApp/ClientApp
 
 
 def _namespaces_unavailable() -> str | None:
@@ -52,6 +60,8 @@ def _namespaces_unavailable() -> str | None:
         return "network namespaces need Linux"
     if shutil.which("ip") is None:
         return "the `ip` tool (iproute2) is missing"
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return "needs root (network namespaces, SuperExecs as another user) and setpriv (util-linux)"
     if not (shutil.which("openssl") and shutil.which("ssh-keygen")):
         return "openssl and ssh-keygen are needed for certificates and SuperNode keys"
     probe = f"fedprobe-{uuid.uuid4().hex[:6]}"
@@ -67,7 +77,11 @@ class Network:
 
     def __init__(self, workdir: Path) -> None:
         self.tag = uuid.uuid4().hex[:6]
-        self.workdir = workdir
+        self.workdir = workdir  # logs
+        # Every host's home lies outside pytest's 0700 temp tree, in world-traversable folders, so
+        # that only each file's own mode keeps the SuperExec user out (as on a real machine).
+        self.homes = Path(tempfile.mkdtemp(prefix="fedmh-"))
+        self.homes.chmod(0o755)
         self.namespaces: list[str] = []
         self.etc_dirs: list[Path] = []
         self.processes: dict[str, subprocess.Popen] = {}
@@ -102,19 +116,36 @@ class Network:
             self.etc_dirs.append(etc)
             (etc / "hosts").write_text(f"127.0.0.1 localhost\n{SERVER_IP} {SERVER_NAME}\n")
 
-    def env(self, host: str) -> dict[str, str]:
-        home = self.workdir / host
+    def app_home(self, host: str) -> Path:
+        """Home of ``host``'s SuperExec user (owned by it)."""
+        home = self.homes / f"{host}-superexec"
+        if not home.is_dir():
+            home.mkdir()
+            os.chown(home, APP_USER, APP_USER)
+        return home
+
+    def home(self, host: str) -> Path:
+        """Home of ``host``'s services (SuperLink / SuperNode / CLI user), root-owned, 0755."""
+        home = self.homes / host
+        home.mkdir(mode=0o755, exist_ok=True)
+        return home
+
+    def env(self, host: str, home: Path | None = None) -> dict[str, str]:
+        home = home or self.home(host)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLWR_", "RAY_"))}
         env.update(HOME=str(home), FLWR_HOME=str(home / ".flwr"), FLWR_TELEMETRY_ENABLED="0",
                    FLWR_DISABLE_UPDATE_CHECK="1", PYTHONUNBUFFERED="1",
                    PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""))
         return env
 
-    def start(self, host: str, name: str, argv: list[str]) -> subprocess.Popen:
-        """``argv`` on ``host`` in the background, in its home directory, logged to ``<name>.log``."""
+    def start(self, host: str, name: str, argv: list[str], as_app_user: bool = False) -> subprocess.Popen:
+        """``argv`` on ``host`` in the background, in its home directory, logged to ``<name>.log``;
+        ``as_app_user``: as the unprivileged SuperExec user, in its own home."""
         log = (self.workdir / f"{name}.log").open("wb")
-        process = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *argv], env=self.env(host),
-                                   cwd=self.workdir / host, stdout=log, stderr=subprocess.STDOUT,
+        home = self.app_home(host) if as_app_user else self.home(host)
+        drop = ["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups"] if as_app_user else []
+        process = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *drop, *argv], env=self.env(host, home),
+                                   cwd=home, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         self.processes[name] = process
@@ -122,7 +153,7 @@ class Network:
 
     def run(self, host: str, argv: list[str], timeout: float = 180.0) -> subprocess.CompletedProcess:
         return subprocess.run(["ip", "netns", "exec", self.ns(host), *argv], env=self.env(host),
-                              cwd=self.workdir / host, capture_output=True, text=True, timeout=timeout)
+                              cwd=self.home(host), capture_output=True, text=True, timeout=timeout)
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
@@ -135,6 +166,7 @@ class Network:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
         for etc in self.etc_dirs:
             shutil.rmtree(etc, ignore_errors=True)
+        shutil.rmtree(self.homes, ignore_errors=True)
 
 
 def _wait_for(what: str, check, timeout: float = WAIT, logs: str = "") -> None:
@@ -184,30 +216,35 @@ def _federation(net: Network, tmp: Path) -> None:
     keys = certs / "keys"
 
     # Only what each machine needs (the docs' table).
-    server, ws = tmp / "server", tmp / "workstation"
+    server, ws = net.home("server"), net.home("workstation")
     _copy({n: certs / n for n in ("ca.crt", "server.pem", "server.key")}, server / "certs")
     (server / "certs" / "server.key").chmod(0o600)
+    # The SuperExec secret is the one file both users read: the service's copy, and one for the
+    # SuperExec user in its home.
     _copy({"superexec.secret": certs / "superexec" / "superlink.secret"}, server, mode=0o600)
+    _give_app_user(net, "server", {"ca.crt": certs / "ca.crt", "superexec.secret": server / "superexec.secret"})
     for i in (0, 1):
-        client = tmp / f"client-{i}"
+        client = net.home(f"client-{i}")
         _copy({"ca.crt": certs / "ca.crt"}, client)
         _copy({f"supernode-{i}": keys / f"supernode-{i}",
                "superexec.secret": certs / "superexec" / f"supernode-{i}.secret"}, client, mode=0o600)
+        _give_app_user(net, f"client-{i}", {"superexec.secret": client / "superexec.secret"})
     _copy({"ca.crt": certs / "ca.crt", **{f"supernode-{i}.pub": keys / f"supernode-{i}.pub" for i in (0, 1)}}, ws)
-    rogue = tmp / "rogue"
+    rogue = net.home("rogue")
     _copy({"ca.crt": certs / "ca.crt", "other-ca.crt": other / "ca.crt"}, rogue)
     _copy({"supernode-2": keys / "supernode-2", "supernode-0": keys / "supernode-0"}, rogue, mode=0o600)
 
     # Step 2 (server): the SuperLink, then its SuperExec (no key, no database; it reaches the
     # SuperLink's Runtime API on 127.0.0.1, hence the loopback SANs).
     net.start("server", "superlink", [
+        "sh", "-c", 'umask 077 && exec "$@"', "sh",  # the state database is created 0600
         "flower-superlink", "--host", "0.0.0.0", "--port", str(PORT),
         "--ssl-ca-certfile", "certs/ca.crt", "--ssl-certfile", "certs/server.pem", "--ssl-keyfile", "certs/server.key",
         "--enable-supernode-auth", "--isolation", "process", "--superexec-auth-secret-file", "superexec.secret",
         "--database", "superlink.db", "--disable-runtime-dependency-installation"])
     net.start("server", "superexec-server", [
-        "flower-superexec", "--runtime-api-address", f"127.0.0.1:{PORT}", "--root-certificates", "certs/ca.crt",
-        "--superexec-auth-secret-file", "superexec.secret"])
+        "flower-superexec", "--runtime-api-address", f"127.0.0.1:{PORT}", "--root-certificates", "ca.crt",
+        "--superexec-auth-secret-file", "superexec.secret"], as_app_user=True)
 
     # Step 3 (workstation): the connection, by IP address; `flwr ls` must answer.
     (ws / ".flwr").mkdir(parents=True)
@@ -247,7 +284,7 @@ def _federation(net: Network, tmp: Path) -> None:
             "--node-config", f'partition-id={i} num-partitions=2 device="cpu"'])
         net.start(host, f"superexec-{host}", [
             "flower-superexec", "--runtime-api-address", "127.0.0.1:9094", "--insecure",
-            "--superexec-auth-secret-file", "superexec.secret"])
+            "--superexec-auth-secret-file", "superexec.secret"], as_app_user=True)
 
     # The rogue machine: an unregistered key, then a registered key with a CA that does not match.
     unregistered = net.start("rogue", "unregistered", [
@@ -274,7 +311,7 @@ def _federation(net: Network, tmp: Path) -> None:
     assert online() == set(node_ids.values())
 
     # Step 6 (workstation): the run; the results land on the server host.
-    run_dir = tmp / "server" / "runs" / "multihost"
+    run_dir = net.app_home("server") / "runs" / "multihost"
     overrides = f'num-server-rounds=1 local-epochs=1 output-dir="{run_dir}"'
     submitted = net.run("workstation", ["flwr", "run", str(ROOT), "lab", "--stream", "-c", overrides],
                         timeout=RUN_TIMEOUT)
@@ -286,13 +323,32 @@ def _federation(net: Network, tmp: Path) -> None:
     assert (rows[0]["clients_selected"], rows[0]["clients_ok"]) == (2, 2), rows
     assert (run_dir / "checkpoint.npz").is_file()
 
-    # (h): every machine that ran app code unpacked the bundle under its own ~/.flwr/apps,
-    # the SuperLink's and SuperNodes' own processes had no part in it.
+    # (h): every machine that ran app code unpacked the bundle under the SuperExec user's
+    # ~/.flwr/apps; the SuperLink's and SuperNodes' own homes got none.
     for host in ("server", "client-0", "client-1"):
-        apps = list((tmp / host / ".flwr" / "apps").glob("*"))
+        apps = list((net.app_home(host) / ".flwr" / "apps").glob("*"))
         assert apps, f"{host} has no ~/.flwr/apps"
+        assert all(a.stat().st_uid == APP_USER for a in apps)
+        assert not (net.home(host) / ".flwr" / "apps").exists(), f"{host}: app code unpacked by a service"
+    # The submitted code ran as the SuperExec user (the ServerApp wrote the results as it) and that
+    # user cannot read what the services keep private.
+    assert (run_dir / "summary.json").stat().st_uid == APP_USER
+    for secret in (server / "certs" / "server.key", server / "superlink.db", net.home("client-0") / "supernode-0"):
+        assert secret.exists(), secret
+        probe = subprocess.run(["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups",
+                                "cat", str(secret)], capture_output=True, text=True)
+        assert probe.returncode != 0 and "Permission denied" in probe.stderr, (secret, probe.stderr)
     # Keys and state stayed with the long-running services: the SuperExecs' command lines name none.
     superexec_argv = " ".join(" ".join(net.processes[n].args) for n in net.processes if n.startswith("superexec"))
     assert "server.key" not in superexec_argv and "superlink.db" not in superexec_argv
     assert "supernode-0" not in superexec_argv and "supernode-1" not in superexec_argv
     assert json.loads((run_dir / "summary.json").read_text())["rounds"] == 1
+
+
+def _give_app_user(net: Network, host: str, files: dict[str, Path]) -> None:
+    """Copy ``files`` into ``host``'s SuperExec home, owned by that user, mode 0600."""
+    home = net.app_home(host)
+    for name, source in files.items():
+        shutil.copy(source, home / name)
+        os.chown(home / name, APP_USER, APP_USER)
+        (home / name).chmod(0o600)
