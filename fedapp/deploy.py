@@ -173,6 +173,39 @@ def stop_tree(process: subprocess.Popen, grace: float = 10.0) -> None:
         _kill_if_same(pid, start, signal.SIGKILL)
 
 
+def stop_trees(processes: Sequence[subprocess.Popen], grace: float = 15.0) -> None:
+    """:func:`stop_tree` for many processes at once: SIGTERM to every group and descendant first,
+    then one shared ``grace`` period, then SIGKILL to what is left (20 SuperNodes stop in
+    seconds, not one grace period after the other)."""
+    trees = [(process, descendants(process.pid)) for process in processes]
+    for process, tree in trees:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid, start in tree:
+            _kill_if_same(pid, start, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(
+            process.poll() is None or any(_alive_not_zombie(pid, start) for pid, start in tree)
+            for process, tree in trees):
+        time.sleep(0.2)
+    for process, tree in trees:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid, start in tree:
+            if _alive_not_zombie(pid, start):
+                _kill_if_same(pid, start, signal.SIGKILL)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
 def _alive_not_zombie(pid: int, start: int) -> bool:
     stat = _proc_stat(pid)
     if stat is None or stat[1] != start:
@@ -247,9 +280,8 @@ class LocalDeployment:
         self.stop()
 
     def stop(self) -> None:
-        """Stop every process this deployment started, newest first (SuperNodes before SuperLink)."""
-        for proc in reversed(self.processes):
-            stop_tree(proc.popen)
+        """Stop every process this deployment started, all at once (one shared grace period)."""
+        stop_trees([proc.popen for proc in reversed(self.processes)])
 
     # -- environment -----------------------------------------------------------------------
     @property

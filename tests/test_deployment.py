@@ -36,6 +36,7 @@ from fedapp.deploy import (
     main as deploy_main,
     make_certs,
     stop_tree,
+    stop_trees,
 )
 from fedapp.simulate import free_port, main as simulate_main, to_override_string
 from tests.conftest import assert_finished
@@ -140,6 +141,30 @@ def test_stop_tree_kills_descendants_that_left_the_process_group(tmp_path):
     for pid, _ in tree:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
+
+
+def test_stop_trees_stops_many_trees_within_one_grace_period():
+    # Parents that ignore SIGTERM, each with a grandchild in a new session: SIGKILL after one
+    # shared grace period takes them all, instead of one grace period per tree.
+    script = "trap '' TERM; setsid sleep 300 & sleep 300 & wait"
+    parents = [subprocess.Popen(["bash", "-c", script], start_new_session=True) for _ in range(4)]
+    deadline = time.monotonic() + 10
+    trees: list[list[tuple[int, int]]] = []
+    while time.monotonic() < deadline:
+        trees = [descendants(p.pid) for p in parents]
+        if all(len(tree) >= 2 for tree in trees):
+            break
+        time.sleep(0.1)
+    assert all(len(tree) >= 2 for tree in trees), trees
+    started = time.monotonic()
+    stop_trees(parents, grace=2)
+    assert time.monotonic() - started < 2 * 4, "stopped one tree after the other"
+    assert all(p.poll() is not None for p in parents)
+    time.sleep(0.3)
+    for tree in trees:
+        for pid, _ in tree:
+            stat = Path(f"/proc/{pid}/stat")
+            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
 
 
 def test_deploy_cli_fails_early_on_bad_input(capsys):
