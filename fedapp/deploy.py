@@ -555,7 +555,16 @@ class LocalDeployment:
     def run_status(self, run_id: int | None) -> str:
         """The run's status in ``flwr ls --format json`` (the newest run if the id is unknown)."""
         args = ["ls", self.connection, "--format", "json"] + (["--run-id", str(run_id)] if run_id else [])
-        runs = _json_of(self.flwr(*args).stdout).get("runs", [])
+        for attempt in range(3):  # a SuperLink busy with many SuperNodes may miss one CLI deadline
+            try:
+                answer = _json_of(self.flwr(*args).stdout)
+            except DeploymentError:
+                if attempt == 2:
+                    raise
+                continue
+            if answer.get("success", True) or attempt == 2:
+                break
+        runs = answer.get("runs", [])
         if not runs:
             raise DeploymentError("flwr ls lists no run")
         run = max(runs, key=lambda r: int(r.get("run-id", 0)))
