@@ -170,7 +170,7 @@ IMAGE_BUILT=1
 docker build -q -f "$ROOT/docker/Dockerfile" -t "$IMAGE" --build-arg "BASE_IMAGE=$BASE" "${BUILD_ARGS[@]}" "$ROOT" >/dev/null
 SIZE=$(docker image inspect -f '{{.Size}}' "$IMAGE")
 log "built $IMAGE in $(( $(date +%s) - started )) s: $(( SIZE / 1000000 )) MB"
-docker history --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE" | awk -F'\t' '{print "  " $1 "\t" substr($2, 1, 90)}' | head -12
+docker history --format '{{.Size}}\t{{.CreatedBy}}' "$IMAGE" | awk -F'\t' '$1 != "0B" {print "  " $1 "\t" substr($2, 1, 90)}'
 
 # 5. Run ----------------------------------------------------------------------------------
 mkdir -p "$FEDAPP_RESULTS_DIR" "$FEDAPP_DATA_DIR" "$FLWR_HOME"
