@@ -343,8 +343,11 @@ class LocalDeployment:
                 raise DeploymentError(f"flower-superlink exited with code {self.superlink.popen.returncode}; "
                                       f"see {self.superlink.log_path}")
             if _port_open(self.port):
-                answer = self.flwr("ls", self.connection, "--format", "json", check=False)
-                if answer.returncode == 0 and _json_of(answer.stdout).get("success"):
+                try:
+                    answer = self.flwr("ls", self.connection, "--format", "json", check=False)
+                except DeploymentError:  # the CLI itself timed out on a loaded machine: try again
+                    answer = None
+                if answer is not None and answer.returncode == 0 and _json_of(answer.stdout).get("success"):
                     return self.superlink
             if time.monotonic() > deadline:
                 raise DeploymentError(f"the SuperLink at {self.address} did not answer within {timeout:.0f} s; "
