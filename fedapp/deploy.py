@@ -425,7 +425,10 @@ class LocalDeployment:
         deadline = time.monotonic() + timeout
         online: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            online = [n for n in self.nodes() if n.get("status") == "online"]
+            try:
+                online = [n for n in self.nodes() if n.get("status") == "online"]
+            except DeploymentError:  # one CLI call timed out on a loaded machine
+                continue
             if len(online) >= count:
                 return online
             time.sleep(2.0)
