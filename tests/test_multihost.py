@@ -152,8 +152,14 @@ class Network:
         return process
 
     def run(self, host: str, argv: list[str], timeout: float = 180.0) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.ns(host), *argv], env=self.env(host),
-                              cwd=self.home(host), capture_output=True, text=True, timeout=timeout)
+        """``argv`` on ``host``; a call that outlives ``timeout`` is killed and reads as exit 124
+        (a CLI call on a loaded machine: the waits below simply try again)."""
+        command = ["ip", "netns", "exec", self.ns(host), *argv]
+        try:
+            return subprocess.run(command, env=self.env(host), cwd=self.home(host), capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            return subprocess.CompletedProcess(command, 124, "", f"timed out after {timeout:.0f} s: {error}")
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
