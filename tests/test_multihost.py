@@ -152,14 +152,17 @@ class Network:
         return process
 
     def run(self, host: str, argv: list[str], timeout: float = 180.0) -> subprocess.CompletedProcess:
-        """``argv`` on ``host``; a call that outlives ``timeout`` is killed and reads as exit 124
-        (a CLI call on a loaded machine: the waits below simply try again)."""
+        """``argv`` on ``host``; a call that outlives ``timeout`` is killed and reads as exit 124 with
+        the output it printed (a CLI call on a loaded machine: the waits below try again)."""
         command = ["ip", "netns", "exec", self.ns(host), *argv]
         try:
             return subprocess.run(command, env=self.env(host), cwd=self.home(host), capture_output=True,
                                   text=True, timeout=timeout)
         except subprocess.TimeoutExpired as error:
-            return subprocess.CompletedProcess(command, 124, "", f"timed out after {timeout:.0f} s: {error}")
+            # Under heavy load the CLI has been seen to print its whole answer and then take
+            # minutes to exit: keep what it printed.
+            out = error.stdout.decode(errors="replace") if isinstance(error.stdout, bytes) else error.stdout or ""
+            return subprocess.CompletedProcess(command, 124, out, f"timed out after {timeout:.0f} s")
 
     def log(self, name: str) -> str:
         path = self.workdir / f"{name}.log"
