@@ -31,6 +31,8 @@ def union_train_set(split: FederatedSplit) -> IndexedSubset:
 class CentralizedClient(BaseClient):
     """Trains the global model on the union of every partition."""
 
+    needs_all_partitions = True  # a node's partition cache holds only its own partition
+
     def __init__(self, setup: ClientSetup) -> None:
         super().__init__(setup)
         self.train_set = union_train_set(setup.split)

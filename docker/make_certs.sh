@@ -10,6 +10,8 @@
 #                                   and every --host given (IP addresses detected)
 #   keys/supernode-<i>, .pub        N ECDSA P-384 key pairs for SuperNode authentication,
 #                                   i = 0..N-1 (the compose service supernode-<i> uses key i)
+#   superexec/superlink.secret,     random SuperExec secrets (--superexec-auth-secret-file): the
+#   superexec/supernode-<i>.secret  SuperLink / SuperNode i and their SuperExec share one
 # An existing CA is never overwritten unless --force is given (which recreates everything;
 # the new public keys must then be registered again). --keys-only only adds missing SuperNode
 # key pairs (e.g. going from 2 to 4 GPUs) and leaves the CA and certificate alone.
@@ -103,7 +105,7 @@ recreate the CA, the SuperLink certificate and all SuperNode keys (then register
   echo "--force: replacing the CA, certificate and keys in $OUT"
   rm -f "$OUT/ca.crt" "$OUT/ca.key" "$OUT/ca.srl" "$OUT/server.pem" "$OUT/server.key" \
         "$OUT/server.csr"
-  rm -f "$OUT"/keys/supernode-*
+  rm -f "$OUT"/keys/supernode-* "$OUT"/superexec/*.secret
 fi
 
 umask 077
@@ -174,11 +176,21 @@ for (( i = 0; i < NODES; i++ )); do
   fi
 done
 
+# SuperExec secrets (random, 0600): a SuperLink / SuperNode started with
+# --superexec-auth-secret-file accepts Runtime API calls only from a SuperExec holding the same
+# file. One for the SuperLink and its SuperExec, one per SuperNode and its SuperExec.
+mkdir -p "$OUT/superexec"
+for name in superlink $(for (( i = 0; i < NODES; i++ )); do echo "supernode-$i"; done); do
+  secret="$OUT/superexec/$name.secret"
+  [[ -e "$secret" ]] || openssl rand -hex 32 | tr -d '\n' > "$secret"
+  chmod 0600 "$secret"
+done
+
 # Public material is world-readable; private keys stay owner-only (0600).
 chmod 0644 "$OUT/ca.crt" "$OUT/server.pem" "$OUT"/keys/*.pub
 (( KEYS_ONLY )) || chmod 0600 "$OUT/ca.key" "$OUT/server.key"
 for (( i = 0; i < NODES; i++ )); do chmod 0600 "$OUT/keys/supernode-$i"; done
-chmod 0755 "$OUT" "$OUT/keys"
+chmod 0755 "$OUT" "$OUT/keys" "$OUT/superexec"
 
 echo "Wrote to $OUT:"
 if (( ! KEYS_ONLY )); then
@@ -186,22 +198,29 @@ if (( ! KEYS_ONLY )); then
   echo "  server.pem, server.key  SuperLink certificate, SANs: ${SAN_LINE}"
 fi
 echo "  keys/supernode-<i>[.pub] for i = 0..$((NODES - 1)) (ECDSA P-384), new: ${#created_keys[@]}"
-if [[ "$(cd "$OUT" && pwd)" != "${SCRIPT_DIR}/certs" ]]; then
-  echo
-  echo "Not the default directory: export FEDAPP_CERTS_DIR=$(cd "$OUT" && pwd) for docker compose."
-fi
-COMPOSE="-f docker/compose.yml"
-(( NODES == 4 )) && COMPOSE="-f docker/compose.yml -f docker/compose.4gpu.yml"
+echo "  superexec/superlink.secret, superexec/supernode-<i>.secret   SuperExec HMAC secrets (0600)"
+ABS_OUT="$(cd "$OUT" && pwd)"
 cat <<EOF
 
-Private keys are mode 0600: the containers run as uid \${FEDAPP_UID:-1000}, so build the image
-with FEDAPP_UID=\$(id -u) FEDAPP_GID=\$(id -g) of the user who ran this script (see docker/README.md).
+Next, on separate machines (docs/DEPLOYMENT.md, steps 2-6): copy only what each machine needs:
+  server (SuperLink)          $ABS_OUT/{ca.crt,server.pem,server.key}, superexec/superlink.secret
+  client i (SuperNode i)      $ABS_OUT/ca.crt, keys/supernode-<i>, superexec/supernode-<i>.secret
+  CLI workstation             $ABS_OUT/ca.crt and $ABS_OUT/keys/supernode-*.pub (to register them)
+Keep ca.key offline. The SANs above must hold the name or address the SuperNodes and the CLI use.
+EOF
+COMPOSE="-f docker/compose.yml"
+(( NODES == 4 )) && COMPOSE="-f docker/compose.yml -f docker/compose.4gpu.yml"
+CERTS_ENV=""
+[[ "$ABS_OUT" != "${SCRIPT_DIR}/certs" ]] && CERTS_ENV="FEDAPP_CERTS_DIR=$ABS_OUT "
+cat <<EOF
 
-Next (docker/README.md has the details):
+Or, with docker compose on one host (docker/README.md): the containers run as uid \${FEDAPP_UID:-1000}
+(never 0), which must be able to read the 0600 private keys: build with FEDAPP_UID=<owner's uid>
+FEDAPP_GID=<owner's gid>, or chown the files to that uid.
   mkdir -p data outputs/docker
-  docker compose $COMPOSE build
-  docker compose $COMPOSE up -d superlink
-  docker/register_supernodes.sh --certs "$OUT" --nodes $NODES
-  docker compose $COMPOSE up -d          # starts the SuperNodes
+  ${CERTS_ENV}docker compose $COMPOSE build
+  ${CERTS_ENV}docker compose $COMPOSE up -d superlink superexec-serverapp
+  docker/register_supernodes.sh --certs "$ABS_OUT" --nodes $NODES
+  ${CERTS_ENV}docker compose $COMPOSE up -d          # the SuperNodes and their SuperExecs
   flwr run . docker --stream -c 'output-dir="/results/run-1"'
 EOF

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from flwr.app import Context
 from flwr.client import Client, ClientApp
 
 from fedapp.config import RunConfig
-from fedapp.data import federate
+from fedapp.data.partition_cache import default_cache_dir, node_split
 from fedapp.loops import resolve_device, set_determinism
 from fedapp.registry import get_algorithm
 from clients.base import ClientSetup
@@ -35,11 +37,21 @@ def client_fn(context: Context) -> Client:
     partition_id, num_partitions = int(node["partition-id"]), int(node["num-partitions"])
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id={partition_id} is not allowed; allowed: 0..{num_partitions - 1}")
-    split = federate(config, num_partitions)
+    client_class = get_algorithm(config.algorithm).client
+    split = node_split(config, num_partitions, partition_id, partition_cache_dir(node, client_class))
     device = resolve_device(config.device)
     set_determinism(config.deterministic, device)
     setup = ClientSetup(config, partition_id, split, device, context.state)
-    return get_algorithm(config.algorithm).client(setup).to_client()
+    return client_class(setup).to_client()
+
+
+def partition_cache_dir(node_config: dict, client_class: type) -> Path | None:
+    """Where this node caches its partition (node config ``partition-cache``): a folder, ``""`` for
+    ``$FLWR_HOME/fedapp/partitions``, or ``"off"``. Off for clients that read every partition."""
+    value = str(node_config.get("partition-cache", ""))
+    if value == "off" or getattr(client_class, "needs_all_partitions", False):
+        return None
+    return Path(value) if value else default_cache_dir()
 
 
 app = ClientApp(client_fn=client_fn)

@@ -7,14 +7,24 @@ The same path as a deployment on separate machines (docs/DEPLOYMENT.md), on 127.
 
 1. certificates and SuperNode keys from ``docker/make_certs.sh`` (unless ``--insecure``),
 2. ``flower-superlink`` on one free port (Fleet, Control and Runtime APIs share it in flwr 1.41)
-   with TLS and ``--enable-supernode-auth``, runtime dependency installation disabled,
+   with TLS and ``--enable-supernode-auth``, runtime dependency installation disabled and
+   ``--isolation process``: it launches nothing itself. A separately started ``flower-superexec``
+   (its own working directory and ``FLWR_HOME``, no private key, no state database) connects to
+   the SuperLink's Runtime API and starts the ServerApp of each run,
 3. the CLI connection ``[superlink.<name>]`` in an isolated ``FLWR_HOME/config.toml`` and
    ``flwr supernode register`` of each SuperNode public key,
 4. N ``flower-supernode`` processes, each with its own ``FLWR_HOME``, Runtime API port, private
-   key and ``--node-config 'partition-id=i num-partitions=N device="cpu"'``,
+   key, ``--isolation process`` and ``--node-config 'partition-id=i num-partitions=N device="cpu"'``,
+   each with its own ``flower-superexec`` that starts the ClientApp processes (it never sees
+   the SuperNode's private key); SuperExec requests carry an HMAC with a per-host shared secret
+   (``--superexec-auth-secret-file``), so no other local process can act as a SuperExec,
 5. ``flwr run <project> <name> --stream``, then the checks ``flwr run`` does not do: the run's
    status in ``flwr ls --format json`` is ``finished:completed`` and the run directory holds
    ``summary.json`` and one finite ``metrics.jsonl`` line per round.
+
+``isolation="subprocess"`` keeps Flower's default instead: the SuperLink and SuperNodes start
+their SuperExec as children, and submitted code runs next to their keys (docs/DEPLOYMENT.md,
+"Trust model").
 
 Every process it starts runs in its own process group and is stopped by PID (with the
 descendants it spawned: SuperExec, ServerApp, ClientApps) on exit, on error and on Ctrl-C/SIGTERM.
@@ -57,6 +67,7 @@ DEFAULT_CONNECTION = "local-deployment"
 STARTUP_TIMEOUT = 120.0  # SuperLink up and answering the CLI; SuperNodes online (a loaded CI box)
 CLI_TIMEOUT = 90.0  # one `flwr ...` CLI call (it imports flwr: several seconds when loaded)
 RUN_STATUS_DONE = "finished:completed"
+ISOLATION_MODES = ("process", "subprocess")
 
 
 class DeploymentError(RuntimeError):
@@ -154,6 +165,50 @@ def stop_tree(process: subprocess.Popen, grace: float = 10.0) -> None:
     processes.stop_tree(process, grace)
 
 
+def stop_trees(processes: Sequence[subprocess.Popen], grace: float = 15.0) -> None:
+    """:func:`stop_tree` for many processes at once: SIGTERM to every group and descendant first,
+    then one shared ``grace`` period, then SIGKILL to what is left (20 SuperNodes stop in
+    seconds, not one grace period after the other)."""
+    trees = [(process, descendants(process.pid)) for process in processes]
+    for process, tree in trees:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for pid, start in tree:
+            _kill_if_same(pid, start, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(
+            process.poll() is None or any(_alive_not_zombie(pid, start) for pid, start in tree)
+            for process, tree in trees):
+        time.sleep(0.2)
+    for process, tree in trees:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid, start in tree:
+            if _alive_not_zombie(pid, start):
+                _kill_if_same(pid, start, signal.SIGKILL)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _alive_not_zombie(pid: int, start: int) -> bool:
+    stat = _proc_stat(pid)
+    if stat is None or stat[1] != start:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 # ------------------------------------------------------------------------------------------
 # Certificates
 
@@ -181,19 +236,25 @@ class LocalDeployment:
     """
 
     def __init__(self, workdir: Path, *, insecure: bool = False, certs: Path | None = None,
-                 connection: str = DEFAULT_CONNECTION, project: Path = PROJECT_ROOT) -> None:
+                 connection: str = DEFAULT_CONNECTION, project: Path = PROJECT_ROOT,
+                 isolation: str = "process") -> None:
         if not insecure and certs is None:
             raise ValueError("a secure deployment needs certs= (docker/make_certs.sh output); "
                              "insecure=True is the explicit opt-out")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", connection):
             raise ValueError(f"connection={connection!r} is not allowed; use letters, digits, '-' or '_'")
+        if isolation not in ISOLATION_MODES:
+            raise ValueError(f"isolation={isolation!r} is not allowed; use one of {ISOLATION_MODES}")
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.insecure = insecure
         self.certs = Path(certs).resolve() if certs is not None else None
         self.connection = connection
         self.project = Path(project).resolve()
+        self.isolation = isolation
         self.processes: list[ManagedProcess] = []
+        # SuperNode name -> the SuperExec started for it (isolation="process")
+        self.superexecs: dict[str, ManagedProcess] = {}
         self.superlink: ManagedProcess | None = None
         self.port: int | None = None
         self.cli_home = self.workdir / "cli"
@@ -211,9 +272,8 @@ class LocalDeployment:
         self.stop()
 
     def stop(self) -> None:
-        """Stop every process this deployment started, newest first (SuperNodes before SuperLink)."""
-        for proc in reversed(self.processes):
-            stop_tree(proc.popen)
+        """Stop every process this deployment started, all at once (one shared grace period)."""
+        stop_trees([proc.popen for proc in reversed(self.processes)])
 
     # -- environment -----------------------------------------------------------------------
     @property
@@ -262,7 +322,12 @@ class LocalDeployment:
                      "--ssl-certfile", str(self.certs / "server.pem"),
                      "--ssl-keyfile", str(self.certs / "server.key"),
                      "--enable-supernode-auth"]
+        if self.isolation == "process":
+            argv += ["--isolation", "process",
+                     "--superexec-auth-secret-file", str(self.superexec_secret("superlink"))]
         self.superlink = self._spawn("superlink", argv, self.workdir / "superlink")
+        if self.isolation == "process":
+            self.superexecs["superlink"] = self.start_superexec("superlink", self.address, tls=not self.insecure)
         self.write_connection()
         deadline = time.monotonic() + timeout
         while True:
@@ -270,13 +335,42 @@ class LocalDeployment:
                 raise DeploymentError(f"flower-superlink exited with code {self.superlink.popen.returncode}; "
                                       f"see {self.superlink.log_path}")
             if _port_open(self.port):
-                answer = self.flwr("ls", self.connection, "--format", "json", check=False)
-                if answer.returncode == 0 and _json_of(answer.stdout).get("success"):
+                try:
+                    answer = self.flwr("ls", self.connection, "--format", "json", check=False)
+                except DeploymentError:  # the CLI itself timed out on a loaded machine: try again
+                    answer = None
+                if answer is not None and answer.returncode == 0 and _json_of(answer.stdout).get("success"):
                     return self.superlink
             if time.monotonic() > deadline:
                 raise DeploymentError(f"the SuperLink at {self.address} did not answer within {timeout:.0f} s; "
                                       f"see {self.superlink.log_path}")
             time.sleep(1.0)
+
+    def superexec_secret(self, host: str) -> Path:
+        """A random shared secret (mode 0600) for ``host``'s SuperExec HMAC authentication."""
+        path = self.workdir / "secrets" / f"{host}.secret"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        if not path.is_file():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(os.urandom(32).hex().encode())
+        return path
+
+    def start_superexec(self, host: str, runtime_address: str, *, tls: bool) -> ManagedProcess:
+        """``flower-superexec`` for ``host``: its own ``FLWR_HOME`` (the apps it unpacks), no keys.
+
+        ``tls`` verifies the Runtime API with ``ca.crt`` (the SuperLink's port); a SuperNode's
+        Runtime API listens on 127.0.0.1 without TLS, like Flower's own compose files.
+        """
+        argv = ["flower-superexec", "--runtime-api-address", runtime_address,
+                "--superexec-auth-secret-file", str(self.superexec_secret(host))]
+        if tls:
+            assert self.certs is not None
+            argv += ["--root-certificates", str(self.certs / "ca.crt")]
+        else:
+            argv.append("--insecure")
+        name = f"superexec-{host}"
+        return self._spawn(name, argv, self.workdir / name)
 
     def write_connection(self) -> Path:
         """``[superlink.<connection>]`` in the CLI's own ``FLWR_HOME/config.toml`` (the default one)."""
@@ -323,7 +417,10 @@ class LocalDeployment:
         deadline = time.monotonic() + timeout
         online: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
-            online = [n for n in self.nodes() if n.get("status") == "online"]
+            try:
+                online = [n for n in self.nodes() if n.get("status") == "online"]
+            except DeploymentError:  # one CLI call timed out on a loaded machine
+                continue
             if len(online) >= count:
                 return online
             time.sleep(2.0)
@@ -349,8 +446,11 @@ class LocalDeployment:
             node_config += f" device={json.dumps(device)}"
         if extra_node_config:
             node_config += f" {extra_node_config}"
-        argv = ["flower-supernode", "--superlink", self.address, "--port", str(free_port()),
+        runtime_port = free_port()
+        argv = ["flower-supernode", "--superlink", self.address, "--port", str(runtime_port),
                 "--node-config", node_config]
+        if self.isolation == "process":
+            argv += ["--isolation", "process", "--superexec-auth-secret-file", str(self.superexec_secret(name))]
         if self.insecure:
             argv.append("--insecure")
         else:
@@ -360,10 +460,19 @@ class LocalDeployment:
             argv += ["--auth-supernode-private-key", str(key)]
         if max_retries is not None:
             argv += ["--max-retries", str(max_retries)]
-        return self._spawn(name, argv, self.workdir / name)
+        node = self._spawn(name, argv, self.workdir / name)
+        if self.isolation == "process":
+            self.superexecs[name] = self.start_superexec(name, f"127.0.0.1:{runtime_port}", tls=False)
+        return node
 
     def kill(self, proc: ManagedProcess, sig: signal.Signals = signal.SIGKILL) -> None:
-        """Kill one started process (and its group) now, e.g. to crash a SuperNode mid-run."""
+        """Kill one started process (and its group) now, e.g. to crash a SuperNode mid-run.
+
+        A SuperNode's SuperExec (and the ClientApp it runs) goes with it, as on a crashed machine.
+        """
+        companion = self.superexecs.get(proc.name)
+        if companion is not None and companion is not proc:
+            self.kill(companion, sig)
         tree = descendants(proc.pid)
         try:
             os.killpg(proc.pid, sig)
@@ -444,7 +553,16 @@ class LocalDeployment:
     def run_status(self, run_id: int | None) -> str:
         """The run's status in ``flwr ls --format json`` (the newest run if the id is unknown)."""
         args = ["ls", self.connection, "--format", "json"] + (["--run-id", str(run_id)] if run_id else [])
-        runs = _json_of(self.flwr(*args).stdout).get("runs", [])
+        for attempt in range(3):  # a SuperLink busy with many SuperNodes may miss one CLI deadline
+            try:
+                answer = _json_of(self.flwr(*args).stdout)
+            except DeploymentError:
+                if attempt == 2:
+                    raise
+                continue
+            if answer.get("success", True) or attempt == 2:
+                break
+        runs = answer.get("runs", [])
         if not runs:
             raise DeploymentError("flwr ls lists no run")
         run = max(runs, key=lambda r: int(r.get("run-id", 0)))
@@ -510,7 +628,8 @@ def deploy(args: argparse.Namespace) -> RunOutcome:
     certs = None
     if not args.insecure:
         certs = Path(args.certs).resolve() if args.certs else make_certs(workdir / "certs", args.nodes)
-    with LocalDeployment(workdir, insecure=args.insecure, certs=certs, connection=args.connection) as deployment:
+    with LocalDeployment(workdir, insecure=args.insecure, certs=certs, connection=args.connection,
+                         isolation=args.isolation) as deployment:
         deployment.start_superlink()
         print(f"[deploy] SuperLink on {deployment.address} (pid {deployment.superlink.pid}) "  # type: ignore[union-attr]
               f"after {time.monotonic() - started:.1f} s", flush=True)
@@ -544,6 +663,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='node-config device per SuperNode, comma-separated and assigned round-robin, e.g. '
                              '"cuda:0,cuda:1"; "" = the first visible CUDA device, else cpu (default cpu)')
     parser.add_argument("--connection", default=DEFAULT_CONNECTION, help="name of the CLI connection")
+    parser.add_argument("--isolation", choices=ISOLATION_MODES, default="process",
+                        help="process (default): separately started SuperExec processes run the ServerApp and "
+                             "ClientApps away from the keys and state; subprocess: Flower's default, SuperLink and "
+                             "SuperNodes start them as their own children")
     parser.add_argument("--workdir", default="", help="logs, FLWR_HOMEs and certificates (default: a new temp dir)")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="give up on the run after this many seconds")
     return parser

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 __all__ = [
     "accuracy",
@@ -139,6 +138,8 @@ def per_class_auc(y_true: Any, y_score: Any) -> np.ndarray:
         y_true: ``(N, C)`` multi-hot labels, values 0/1 (bool, int or float dtype).
         y_score: ``(N, C)`` probabilities in [0, 1] (sigmoid outputs).
     """
+    from sklearn.metrics import roc_auc_score  # here: a ClientApp that only trains never pays for sklearn
+
     true, score = _multilabel_inputs(y_true, y_score)
     aucs = np.full(true.shape[1], np.nan, dtype=np.float64)
     for c in range(true.shape[1]):
@@ -186,6 +187,8 @@ def multilabel_metrics(y_true: Any, y_score: Any, threshold: float = 0.5) -> dic
     macro_auc = float(defined.mean()) if defined.size else math.nan
     positives = int(true.sum())
     if 0 < positives < true.size:
+        from sklearn.metrics import roc_auc_score
+
         micro_auc = float(roc_auc_score(true.ravel(), score.ravel()))
     else:
         micro_auc = math.nan

@@ -1,46 +1,20 @@
-"""Algorithm name -> (strategy class, client class). Adding an algorithm = one line here."""
+"""Algorithm name -> (strategy class, client class). Adding an algorithm = one line in ``SPECS``.
+
+The classes are imported on first lookup, so a ClientApp process (one per message in a
+deployment) imports only the algorithm its run uses, not all of them.
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from clients.base import BaseClient
-from clients.centralized import CentralizedClient
-from clients.fedavg import FedAvgClient
-from clients.fedncalign_ml import FedNCAlignMLClient
-from clients.fedlgt import FedLGTClient
-from clients.spherefed import SphereFedClient
-from clients.fedcurv import FedCurvClient
-from clients.fedprox import FedProxClient
-from clients.scaffold import ScaffoldClient
-from clients.ditto import DittoClient
-from clients.fedbabu import FedBABUClient
-from clients.fedbn import FedBNClient
-from clients.fedetf import FedETFClient
-from clients.fedloge import FedLoGeClient
-from clients.fedper import FedPerClient
-from clients.fedrep import FedRepClient
-from clients.fedrod import FedRoDClient
-from clients.ratio_loss import RatioLossClient
 from fedapp.config import ConfigError
-from strategies.base import FederatedStrategy
-from strategies.ditto import DittoStrategy
-from strategies.fedbabu import FedBABUStrategy
-from strategies.fedbn import FedBNStrategy
-from strategies.fedetf import FedETFStrategy
-from strategies.fedloge import FedLoGeStrategy
-from strategies.fedper import FedPerStrategy
-from strategies.fedrep import FedRepStrategy
-from strategies.fedrod import FedRoDStrategy
-from strategies.ratio_loss import RatioLossStrategy
-from strategies.centralized import CentralizedStrategy
-from strategies.fedavg import FedAvgStrategy
-from strategies.fedncalign_ml import FedNCAlignMLStrategy
-from strategies.fedlgt import FedLGTStrategy
-from strategies.spherefed import SphereFedStrategy
-from strategies.fedcurv import FedCurvStrategy
-from strategies.fedprox import FedProxStrategy
-from strategies.scaffold import ScaffoldStrategy
+
+if TYPE_CHECKING:
+    from clients.base import BaseClient
+    from strategies.base import FederatedStrategy
 
 
 @dataclass(frozen=True)
@@ -49,29 +23,52 @@ class Algorithm:
     client: type[BaseClient]
 
 
-ALGORITHMS: dict[str, Algorithm] = {
-    "fedavg": Algorithm(FedAvgStrategy, FedAvgClient),
-    "fedncalign-ml": Algorithm(FedNCAlignMLStrategy, FedNCAlignMLClient),
-    "spherefed": Algorithm(SphereFedStrategy, SphereFedClient),
-    "fedlgt": Algorithm(FedLGTStrategy, FedLGTClient),
-    "centralized": Algorithm(CentralizedStrategy, CentralizedClient),
-    "fedprox": Algorithm(FedProxStrategy, FedProxClient),
-    "scaffold": Algorithm(ScaffoldStrategy, ScaffoldClient),
-    "fedcurv": Algorithm(FedCurvStrategy, FedCurvClient),
-    "fedbn": Algorithm(FedBNStrategy, FedBNClient),
-    "fedper": Algorithm(FedPerStrategy, FedPerClient),
-    "fedrep": Algorithm(FedRepStrategy, FedRepClient),
-    "fedbabu": Algorithm(FedBABUStrategy, FedBABUClient),
-    "ditto": Algorithm(DittoStrategy, DittoClient),
-    "fedrod": Algorithm(FedRoDStrategy, FedRoDClient),
-    "fedetf": Algorithm(FedETFStrategy, FedETFClient),
-    "ratio-loss": Algorithm(RatioLossStrategy, RatioLossClient),
-    "fedloge": Algorithm(FedLoGeStrategy, FedLoGeClient),
+# name -> ("module:StrategyClass", "module:ClientClass")
+SPECS: dict[str, tuple[str, str]] = {
+    "fedavg": ("strategies.fedavg:FedAvgStrategy", "clients.fedavg:FedAvgClient"),
+    "fedncalign-ml": ("strategies.fedncalign_ml:FedNCAlignMLStrategy", "clients.fedncalign_ml:FedNCAlignMLClient"),
+    "spherefed": ("strategies.spherefed:SphereFedStrategy", "clients.spherefed:SphereFedClient"),
+    "fedlgt": ("strategies.fedlgt:FedLGTStrategy", "clients.fedlgt:FedLGTClient"),
+    "centralized": ("strategies.centralized:CentralizedStrategy", "clients.centralized:CentralizedClient"),
+    "fedprox": ("strategies.fedprox:FedProxStrategy", "clients.fedprox:FedProxClient"),
+    "scaffold": ("strategies.scaffold:ScaffoldStrategy", "clients.scaffold:ScaffoldClient"),
+    "fedcurv": ("strategies.fedcurv:FedCurvStrategy", "clients.fedcurv:FedCurvClient"),
+    "fedbn": ("strategies.fedbn:FedBNStrategy", "clients.fedbn:FedBNClient"),
+    "fedper": ("strategies.fedper:FedPerStrategy", "clients.fedper:FedPerClient"),
+    "fedrep": ("strategies.fedrep:FedRepStrategy", "clients.fedrep:FedRepClient"),
+    "fedbabu": ("strategies.fedbabu:FedBABUStrategy", "clients.fedbabu:FedBABUClient"),
+    "ditto": ("strategies.ditto:DittoStrategy", "clients.ditto:DittoClient"),
+    "fedrod": ("strategies.fedrod:FedRoDStrategy", "clients.fedrod:FedRoDClient"),
+    "fedetf": ("strategies.fedetf:FedETFStrategy", "clients.fedetf:FedETFClient"),
+    "ratio-loss": ("strategies.ratio_loss:RatioLossStrategy", "clients.ratio_loss:RatioLossClient"),
+    "fedloge": ("strategies.fedloge:FedLoGeStrategy", "clients.fedloge:FedLoGeClient"),
 }
+
+
+def _import(spec: str) -> type:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class AlgorithmTable(dict):
+    """``name -> Algorithm`` for every name in ``SPECS``; each pair is imported on first lookup.
+
+    An entry set explicitly (e.g. a test's replacement) wins over the spec.
+    """
+
+    def __missing__(self, name: str) -> Algorithm:
+        if name not in SPECS:
+            raise KeyError(name)
+        strategy, client = SPECS[name]
+        algorithm = self[name] = Algorithm(_import(strategy), _import(client))
+        return algorithm
+
+
+ALGORITHMS: dict[str, Algorithm] = AlgorithmTable()
 
 
 def get_algorithm(name: str) -> Algorithm:
     """The registered pair for ``name``; unknown or not-yet-implemented names are a clear error."""
-    if name not in ALGORITHMS:
-        raise ConfigError(f"algorithm={name!r} is not available; available: {', '.join(sorted(ALGORITHMS))}")
+    if name not in SPECS and name not in ALGORITHMS:
+        raise ConfigError(f"algorithm={name!r} is not available; available: {', '.join(sorted(SPECS))}")
     return ALGORITHMS[name]

@@ -121,6 +121,10 @@ def supernodes(config: dict) -> dict[str, dict]:
     return {k: v for k, v in config["services"].items() if k.startswith("supernode-")}
 
 
+def superexecs(config: dict) -> dict[str, dict]:
+    return {k: v for k, v in config["services"].items() if k.startswith("superexec-")}
+
+
 def node_config(service: dict) -> dict:
     from flwr.common.config import parse_config_args
 
@@ -140,6 +144,13 @@ def parse_superlink_args(args: list[str]):
     return _parse_args_run_superlink().parse_args(args[1:])
 
 
+def parse_superexec_args(args: list[str]):
+    from flwr.supercore.cli.flower_superexec import _parse_args
+
+    assert args[0] == "flower-superexec"
+    return _parse_args().parse_args(args[1:])
+
+
 def parse_supernode_args(args: list[str]):
     from flwr.supernode.cli.flower_supernode import _parse_args_run_supernode
 
@@ -154,9 +165,13 @@ def parse_supernode_args(args: list[str]):
 @pytest.mark.parametrize("variant", list(GPU))
 def test_one_supernode_per_gpu_with_distinct_devices(variant):
     n = GPU[variant]
-    nodes = supernodes(load(variant))
+    config = load(variant)
+    nodes = supernodes(config)
     assert sorted(nodes) == [f"supernode-{i}" for i in range(n)]
-    for name, svc in nodes.items():
+    for name, node in nodes.items():
+        # The ClientApps (the GPU work) run in the node's SuperExec container, not the SuperNode's.
+        assert gpu_devices(node) == [], f"{name} reserves a GPU it never uses"
+        svc = config["services"][f"superexec-{name}"]
         devices = gpu_devices(svc)
         assert len(devices) == 1, f"{name}: expected one GPU reservation, got {devices}"
         (dev,) = devices
@@ -166,7 +181,7 @@ def test_one_supernode_per_gpu_with_distinct_devices(variant):
         index = name.split("-")[1]
         assert [str(d) for d in dev["device_ids"]] == [index], f"{name} pinned to {dev}"
         # The single GPU handed to the container is its cuda:0.
-        assert node_config(svc)["device"] == "cuda:0"
+        assert node_config(node)["device"] == "cuda:0"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -205,7 +220,11 @@ def test_superlink_tls_and_supernode_auth(variant):
     assert parsed.runtime_dependency_install is False
     assert parsed.host == "0.0.0.0" and parsed.port == SUPERLINK_PORT
     assert parsed.database.startswith("/state/")
+    assert parsed.isolation == "process"  # runs nothing submitted; superexec-serverapp does
     link_mounts = mounts(link)
+    secret = parsed.superexec_auth_secret_file
+    assert link_mounts[secret][0].endswith("/superexec/superlink.secret") and link_mounts[secret][1] == "ro"
+    assert "/data" not in link_mounts and "/results" not in link_mounts
     assert link_mounts["/state"][0] == "superlink-state"
     for flag, name in [
         ("--ssl-ca-certfile", "ca.crt"),
@@ -232,7 +251,11 @@ def test_supernodes_use_tls_and_their_own_key(variant):
         parsed = parse_supernode_args(args)
         assert not parsed.insecure
         assert parsed.superlink == f"superlink:{SUPERLINK_PORT}"
+        assert parsed.isolation == "process"
         m = mounts(svc)
+        secret = parsed.superexec_auth_secret_file
+        assert m[secret] == (f"${{FEDAPP_CERTS_DIR:-./certs}}/superexec/{name}.secret", "ro")
+        assert "/data" not in m
         ca = parsed.root_certificates
         assert ca in m and m[ca][0].endswith("/ca.crt") and m[ca][1] == "ro"
         key = parsed.auth_supernode_private_key
@@ -246,12 +269,15 @@ def test_supernodes_use_tls_and_their_own_key(variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_data_read_only_and_results_only_on_superlink(variant):
+def test_data_read_only_and_results_only_where_the_serverapp_runs(variant):
     config = load(variant)
     for name, svc in config["services"].items():
         m = mounts(svc)
-        assert m["/data"][1] == "ro", f"{name}: /data must be read-only"
-        if name == "superlink":
+        if name.startswith("superexec-"):
+            assert m["/data"][1] == "ro", f"{name}: /data must be read-only"
+        else:
+            assert "/data" not in m, f"{name} runs no app code and needs no data"
+        if name == "superexec-serverapp":
             assert m["/results"][1] == "rw"
         else:
             assert "/results" not in m, f"{name} should not see the results directory"
@@ -259,11 +285,11 @@ def test_data_read_only_and_results_only_on_superlink(variant):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_default_output_dir_lands_on_the_results_volume(variant, monkeypatch):
-    """The ServerApp runs in the superlink container: with FEDAPP_HOME=/results a relative or
-    default output-dir resolves onto the mounted results volume, not into the container."""
+    """The ServerApp runs in the superexec-serverapp container: with FEDAPP_HOME=/results a
+    relative or default output-dir resolves onto the mounted results volume, not into the container."""
     from fedapp.results import resolve_run_dir
 
-    link = load(variant)["services"]["superlink"]
+    link = load(variant)["services"]["superexec-serverapp"]
     env = link.get("environment", {})
     env = dict(e.split("=", 1) for e in env) if isinstance(env, list) else env
     assert env.get("FEDAPP_HOME") == "/results"
@@ -284,11 +310,22 @@ def test_insecure_override_is_explicit_and_complete(variant):
         parsed = parse_supernode_args(argv(svc))
         assert parsed.insecure, name
         assert parsed.root_certificates is None and parsed.auth_supernode_private_key is None
-    # Insecure mode exists only in a file named so; no other file mentions the flag.
+    serverapp = parse_superexec_args(argv(config["services"]["superexec-serverapp"]))
+    assert serverapp.insecure and serverapp.root_certificates is None
+    # Insecure mode exists only in a file named so. Elsewhere the flag appears only where a
+    # SuperExec reaches its own SuperNode's Runtime API on that node's private network.
     for path in DOCKER.glob("compose*.yml"):
-        text = yaml.safe_load(path.read_text())
-        has_insecure = "--insecure" in json.dumps(text)
-        assert has_insecure == ("insecure" in path.name), path.name
+        services = yaml.safe_load(path.read_text())["services"]
+        if "insecure" in path.name:
+            assert "--insecure" in json.dumps(services)
+            continue
+        for name, svc in services.items():
+            if "--insecure" in json.dumps(svc):
+                assert name.startswith("superexec-supernode-"), f"{path.name}: {name} is insecure"
+                args = argv(svc)
+                node = name.removeprefix("superexec-")
+                assert parse_superexec_args(args).runtime_api_address == f"{node}:9094"
+                assert svc["networks"] == [name.replace("superexec-supernode", "node")], svc["networks"]
 
 
 def test_4gpu_override_changes_num_partitions_of_every_node():
@@ -297,6 +334,70 @@ def test_4gpu_override_changes_num_partitions_of_every_node():
     for name in base:
         assert name in override, f"compose.4gpu.yml must redefine {name} (num-partitions=4)"
     assert {node_config(s)["num-partitions"] for s in supernodes(load("4gpu")).values()} == {4}
+
+
+# --------------------------------------------------------------------------------------------
+# Keys out of reach of submitted code, and container hardening
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_superexecs_run_the_apps_without_keys_or_state(variant):
+    """Submitted ServerApp/ClientApp code runs only in superexec-* containers: they reach their
+    own SuperLink/SuperNode's Runtime API with the shared SuperExec secret and hold no private
+    key, CA key or state database."""
+    config = load(variant)
+    services = config["services"]
+    execs = superexecs(config)
+    assert sorted(execs) == ["superexec-serverapp"] + [f"superexec-{n}" for n in sorted(supernodes(config))]
+    for name, svc in execs.items():
+        parsed = parse_superexec_args(argv(svc))
+        m = mounts(svc)
+        sources = [src for src, _ in m.values()]
+        assert not any(src.endswith(("server.key", "ca.key")) or "/keys/" in src for src in sources), (name, sources)
+        assert not any(dst.startswith("/state") or src == "superlink-state" for dst, (src, _) in m.items()), name
+        assert "deploy" not in svc or name != "superexec-serverapp"
+        host = "superlink" if name == "superexec-serverapp" else name.removeprefix("superexec-")
+        target = services[host]
+        assert parsed.runtime_api_address.split(":")[0] == host
+        # The secret it signs with is the one its SuperLink/SuperNode checks.
+        own = m[parsed.superexec_auth_secret_file]
+        theirs = mounts(target)[flag_value(argv(target), "--superexec-auth-secret-file")]
+        assert own == theirs, (name, own, theirs)
+        assert flag_value(argv(target), "--isolation") == "process"
+        # It shares a network with its target (to reach the Runtime API) and with nothing public.
+        assert set(svc["networks"]) & set(target["networks"]), name
+        assert "public" not in svc["networks"] and "federation" not in svc["networks"], name
+        if variant in SECURE and name == "superexec-serverapp":
+            assert m[parsed.root_certificates][0].endswith("/ca.crt") and not parsed.insecure
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_container_is_hardened(variant):
+    config = load(variant)
+    for name, svc in config["services"].items():
+        assert svc["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in svc["security_opt"], name
+        assert svc.get("mem_limit"), f"{name} has no memory limit"
+        assert isinstance(svc.get("pids_limit"), int) and svc["pids_limit"] > 0, name
+        assert svc["restart"] in ("on-failure", "unless-stopped"), name
+        assert svc["init"] is True, name
+        assert "privileged" not in svc and "network_mode" not in svc, name
+    for name, svc in supernodes(config).items():
+        test = " ".join(svc["healthcheck"]["test"])
+        assert "9094" in test, f"{name}: healthcheck does not probe its Runtime API port"
+        assert svc["restart"] == "on-failure"  # an unregistered node retries until registered
+        assert "public" not in svc["networks"], f"{name} must not be on the public network"
+    # Only the SuperLink publishes a port and is on a non-internal network.
+    networks = {}
+    for name in VARIANTS[variant]:
+        networks.update(yaml.safe_load((DOCKER / name).read_text()).get("networks", {}) or {})
+    for name, svc in config["services"].items():
+        for network in svc["networks"]:
+            assert network in networks, f"{name}: network {network} is not declared"
+            if name != "superlink":
+                assert (networks[network] or {}).get("internal") is True, (name, network)
+        if name != "superlink":
+            assert "ports" not in svc, f"{name} publishes a port"
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,7 +435,7 @@ def test_docker_compose_merge_matches_ours(variant):
     assert sorted(theirs) == sorted(ours)
     for name, svc in ours.items():
         assert [str(a) for a in theirs[name]["entrypoint"]] == [str(a) for a in svc["entrypoint"]]
-        assert [str(a) for a in theirs[name]["command"]] == [str(a) for a in svc["command"]]
+        assert [str(a) for a in theirs[name].get("command", [])] == [str(a) for a in svc.get("command", [])]
         assert gpu_devices(theirs[name]) == gpu_devices(svc), name
         their_targets = sorted(_volume_target(v) for v in theirs[name]["volumes"])
         assert their_targets == sorted(mounts(svc)), name
@@ -369,6 +470,19 @@ def test_dockerfile_installs_the_project_as_non_root():
     for src in copies:
         assert _dockerignore_allows(src), f".dockerignore drops {src}, which the Dockerfile copies"
     assert re.search(r"pip install --no-deps \.", text)
+    # Build args for other bases, the torch variant, a package mirror and a proxy CA.
+    for arg in ("BASE_IMAGE", "TORCH_INDEX_URL", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "EXTRA_CA_CERT"):
+        assert re.search(rf"^ARG {arg}\b", text, flags=re.M), f"no build arg {arg}"
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}", text, flags=re.M)
+    # The uid/gid args come after every dependency layer (another uid reuses them) and 0 is refused.
+    lines = text.splitlines()
+    uid_line = next(i for i, l in enumerate(lines) if l.startswith("ARG APP_UID"))
+    last_install = max(i for i, l in enumerate(lines) if "pip install" in l)
+    assert uid_line > last_install, "ARG APP_UID before a pip install invalidates the dependency layers per uid"
+    assert "0:*|*:0)" in text and "refused" in text
+    # Dependencies pinned by the constraints file; no Ray in the deployment image.
+    assert "-c constraints.txt" in text and "COPY docker/constraints.txt" in text
+    assert "flwr[simulation]', 'flwr'" in text
     assert re.search(r"^USER app\s*$", text, flags=re.M)
     assert "FLWR_HOME=" in text
     assert "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1" in text
@@ -581,3 +695,25 @@ def test_compose_flags_run_tls_and_supernode_auth_for_real(tmp_path):
     finally:
         for p in reversed(procs):
             _stop(p)
+
+
+def test_constraints_pin_every_dependency_without_ray():
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (DOCKER / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version and re.fullmatch(r"[A-Za-z0-9._+!-]+", version), f"not pinned: {line!r}"
+            pins[name] = version
+    assert "ray" not in pins
+    for text in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        requirement = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in pins, f"{name} is not pinned in docker/constraints.txt (run docker/pin_constraints.py)"
+        assert requirement.specifier.contains(pins[name]), (name, pins[name], str(requirement.specifier))
+    # Every pin is the version this (tested) environment has, as pin_constraints.py writes them.
+    import importlib.metadata as metadata
+
+    for name in ("flwr", "torch", "numpy", "scikit-learn"):
+        assert pins[name] == metadata.version(name), name

@@ -36,6 +36,7 @@ from fedapp.deploy import (
     main as deploy_main,
     make_certs,
     stop_tree,
+    stop_trees,
 )
 from fedapp.simulate import free_port, main as simulate_main, to_override_string
 from tests.conftest import assert_finished
@@ -140,6 +141,30 @@ def test_stop_tree_kills_descendants_that_left_the_process_group(tmp_path):
     for pid, _ in tree:
         stat = Path(f"/proc/{pid}/stat")
         assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
+
+
+def test_stop_trees_stops_many_trees_within_one_grace_period():
+    # Parents that ignore SIGTERM, each with a grandchild in a new session: SIGKILL after one
+    # shared grace period takes them all, instead of one grace period per tree.
+    script = "trap '' TERM; setsid sleep 300 & sleep 300 & wait"
+    parents = [subprocess.Popen(["bash", "-c", script], start_new_session=True) for _ in range(4)]
+    deadline = time.monotonic() + 10
+    trees: list[list[tuple[int, int]]] = []
+    while time.monotonic() < deadline:
+        trees = [descendants(p.pid) for p in parents]
+        if all(len(tree) >= 2 for tree in trees):
+            break
+        time.sleep(0.1)
+    assert all(len(tree) >= 2 for tree in trees), trees
+    started = time.monotonic()
+    stop_trees(parents, grace=2)
+    assert time.monotonic() - started < 2 * 4, "stopped one tree after the other"
+    assert all(p.poll() is not None for p in parents)
+    time.sleep(0.3)
+    for tree in trees:
+        for pid, _ in tree:
+            stat = Path(f"/proc/{pid}/stat")
+            assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", pid
 
 
 def test_deploy_cli_fails_early_on_bad_input(capsys):
@@ -332,3 +357,113 @@ def test_simulation_runs_on_an_existing_ray_cluster(tmp_path, monkeypatch):
     finally:
         stop_tree(head, grace=20)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# ClientApp cold start: what a fresh ClientApp process imports, and the node's partition cache
+
+
+def test_partition_cache_round_trip_gives_the_clients_data(tmp_path):
+    import numpy as np
+
+    from fedapp.config import RunConfig
+    from fedapp.data import _SPLIT_FIELDS, federate
+    from fedapp.data.partition_cache import cache_key, load_partition, save_partition
+
+    for dataset in ("lt-digits", "ml-digits"):
+        config = RunConfig(dataset=dataset, seed=3, alpha=0.5)
+        split = federate(config, 3)
+        path = tmp_path / f"{dataset}.npz"
+        assert save_partition(path, split, 1)
+        cached = load_partition(path, 1, 3)
+        assert cached is not None
+        for name in ("name", "task", "num_classes", "class_names", "input_shape"):
+            assert getattr(cached.bundle, name) == getattr(split.bundle, name), name
+        np.testing.assert_array_equal(cached.bundle.class_counts(), split.bundle.class_counts())
+        original, loaded = split.train_set(1), cached.train_set(1)
+        assert len(loaded) == len(original) > 0
+        np.testing.assert_array_equal(loaded.labels, original.labels)
+        for i in (0, len(original) - 1):
+            for a, b in zip(loaded[i], original[i]):
+                assert torch_equal(a, b)
+        if split.local_test_set(1) is None:
+            assert cached.local_test_set(1) is None
+        else:
+            np.testing.assert_array_equal(cached.local_test_set(1).labels, split.local_test_set(1).labels)
+            assert torch_equal(cached.local_test_set(1)[0][0], split.local_test_set(1)[0][0])
+        # Anything that changes the split changes the file name.
+        keys = {cache_key(c, _SPLIT_FIELDS, n, p) for c, n, p in [
+            (config, 3, 1), (config, 3, 2), (config, 4, 1), (config.replace(seed=4), 3, 1),
+            (config.replace(alpha=0.1), 3, 1)]}
+        assert len(keys) == 5
+    assert load_partition(tmp_path / "missing.npz", 0, 3) is None
+    (tmp_path / "torn.npz").write_bytes(b"not a zip")
+    assert load_partition(tmp_path / "torn.npz", 0, 3) is None
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(torch.as_tensor(a), torch.as_tensor(b)))
+
+
+_PROBE = """
+import json, sys, time
+from pathlib import Path
+started = time.perf_counter()
+import fedapp.client_app
+from fedapp.config import RunConfig
+from fedapp.data.partition_cache import node_split
+imported = sorted(m for m in ("sklearn", "torchvision", "torch._dynamo", "ray", "clients.fedncalign_ml",
+                              "strategies.fedavg", "fedapp.data.digits", "fedapp.data.cifar") if m in sys.modules)
+split = node_split(RunConfig(dataset="ml-digits", seed=5), 2, 1, Path(sys.argv[1]))
+print(json.dumps({"imported": imported, "after_split": "sklearn" in sys.modules,
+                  "labels": split.train_set(1).labels.sum(axis=0).tolist()}))
+"""
+
+
+def test_fresh_client_app_process_imports_only_what_it_uses(tmp_path):
+    """A fresh process (as each deployment message gets) imports no other algorithm, no sklearn,
+    torchvision or torch._dynamo; the second one reads its partition from the node's disk."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    answers = []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path / "cache")], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        answers.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert answers[0]["imported"] == [] and answers[1]["imported"] == []
+    assert answers[0]["after_split"] is True  # the first message loads ml-digits through sklearn
+    assert answers[1]["after_split"] is False  # the second reads the cached partition
+    assert answers[0]["labels"] == answers[1]["labels"]
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+
+@pytest.mark.slow
+def test_coldstart_benchmark_reports_fresh_processes(tmp_path):
+    from benchmarks.coldstart import main as coldstart_main
+
+    report = coldstart_main(["--repeats", "1", "--out", str(tmp_path / "coldstart.json")])
+    assert json.loads((tmp_path / "coldstart.json").read_text()) == report
+    results = report["results"]
+    for name in ("bare_torch", "bare_torch_step", "clientapp_first", "clientapp_cached"):
+        assert results[name]["seconds_median"] > 0 and results[name]["rss_mb_median"] > 0, name
+    # The cached message never touches scikit-learn or torchvision; the first one builds ml-digits.
+    assert results["clientapp_cached"]["heavy_modules_loaded"] == ["torch._dynamo"]
+    assert "sklearn" in results["clientapp_first"]["heavy_modules_loaded"]
+    assert "torchvision" not in results["clientapp_first"]["heavy_modules_loaded"]
+    assert results["clientapp_cached"]["client_fn_s_median"] < results["clientapp_first"]["client_fn_s_median"]
+
+
+def test_registry_imports_each_algorithm_on_first_use():
+    from fedapp import registry
+    from fedapp.config import ALGORITHMS, ConfigError
+
+    assert set(registry.SPECS) == set(ALGORITHMS)
+    for name, (strategy, client) in registry.SPECS.items():
+        algorithm = registry.get_algorithm(name)
+        assert f"{algorithm.strategy.__module__}:{algorithm.strategy.__name__}" == strategy
+        assert f"{algorithm.client.__module__}:{algorithm.client.__name__}" == client
+        assert registry.get_algorithm(name) is algorithm  # imported once
+    with pytest.raises(ConfigError, match="algorithm='nope' is not available"):
+        registry.get_algorithm("nope")

@@ -8,23 +8,40 @@ and every client holds only index arrays.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data.base import DatasetBundle, IndexedSubset, class_counts
-from fedapp.data.chestx import load_chestx_ray14
-from fedapp.data.custom import load_image_folder, load_multilabel_csv
-from fedapp.data.cifar import load_cifar_lt, load_ml_cifar10
-from fedapp.data.digits import load_lt_digits, load_ml_digits
-from fedapp.data.imagenet_lt import load_imagenet_lt
-from fedapp.data.medmnist import load_ml_dermamnist
-from fedapp.data.voc import load_voc2012
 
 Loader = Callable[[RunConfig], DatasetBundle]
+
+
+def _lazy(module: str, function: str) -> Callable[..., DatasetBundle]:
+    """``fedapp.data.<module>.<function>``, imported on the first call: a process imports only the
+    loader (and its scikit-learn / torchvision dependencies) of the dataset its run uses."""
+
+    def load(*args: Any) -> DatasetBundle:
+        return getattr(importlib.import_module(f"fedapp.data.{module}"), function)(*args)
+
+    load.__name__ = function
+    return load
+
+
+load_chestx_ray14 = _lazy("chestx", "load_chestx_ray14")
+load_cifar_lt = _lazy("cifar", "load_cifar_lt")
+load_ml_cifar10 = _lazy("cifar", "load_ml_cifar10")
+load_lt_digits = _lazy("digits", "load_lt_digits")
+load_ml_digits = _lazy("digits", "load_ml_digits")
+load_imagenet_lt = _lazy("imagenet_lt", "load_imagenet_lt")
+load_ml_dermamnist = _lazy("medmnist", "load_ml_dermamnist")
+load_voc2012 = _lazy("voc", "load_voc2012")
+load_image_folder = _lazy("custom", "load_image_folder")
+load_multilabel_csv = _lazy("custom", "load_multilabel_csv")
 
 DATASET_LOADERS: dict[str, Loader] = {
     "ml-digits": lambda cfg: load_ml_digits(),

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 
 class SmallCNN(nn.Module):
@@ -40,6 +39,10 @@ class ResNet18Backbone(nn.Module):
 
     def __init__(self, in_channels: int = 3, cifar_stem: bool = False, pretrained_path: str = "") -> None:
         super().__init__()
+        # Imported here: torchvision.models pulls in torch._dynamo, seconds per ClientApp process
+        # for runs that never build a ResNet.
+        from torchvision.models import resnet18
+
         net = resnet18(weights=None)
         if pretrained_path:
             net.load_state_dict(load_resnet18_weights(pretrained_path))
