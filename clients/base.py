@@ -19,8 +19,9 @@ override ``fit`` too):
   run, its ``context.state`` is restored from disk and the client rebuilt from it *before* any of
   its code runs; after each fit, ``context.state`` is written back (see :mod:`fedapp.node_state`).
   So a restarted SuperNode, or a resumed run, keeps its personalization.
-- Fit replies carry the bookkeeping metric ``partition-id``, so the server's logs and
-  ``metrics.jsonl`` (``partitions_ok``) name clients by partition.
+- Fit and evaluate replies carry the bookkeeping metric ``partition-id`` (and ``get_properties``
+  answers it), so the server orders clients by partition, not by Flower's per-run node ids, and its
+  logs and ``metrics.jsonl`` (``partitions_ok``) name clients by partition.
 - ``fault-injection`` (a TESTING AID, off by default; :mod:`fedapp.faults`) makes a chosen client
   raise or send NaN.
 """
@@ -81,7 +82,8 @@ class BaseClient(NumPyClient):
         self.state = setup.state
         self.bundle = setup.split.bundle
         self.train_set = setup.split.train_set(setup.partition_id)
-        self.local_test_set = setup.split.local_test_set(setup.partition_id)
+        # evaluate-test=false (tuning): no local test set, so nothing on the client can read the test split.
+        self.local_test_set = setup.split.local_test_set(setup.partition_id) if self.config.evaluate_test else None
         self.model = self.build_model(self.config, self.bundle).to(self.device)
         self.keys = self.shared_keys_of(self.model)
         if PRIVATE_MODEL_KEY in self.state:
@@ -156,6 +158,10 @@ class BaseClient(NumPyClient):
         return self.state[name].to_torch_state_dict()[name].numpy()
 
     # ----------------------------------------------------------- NumPyClient
+    def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``{"partition-id": k}``: the server orders clients by it (node ids change every run)."""
+        return {PARTITION_METRIC: self.partition_id}
+
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return get_arrays(self.model, self.keys)
 
@@ -200,7 +206,9 @@ class BaseClient(NumPyClient):
 
         def evaluate(ins: EvaluateIns) -> EvaluateRes:
             client.numpy_client = self.restored(ins.config)  # type: ignore[attr-defined]
-            return numpy_evaluate(ins)
+            res = numpy_evaluate(ins)
+            res.metrics[PARTITION_METRIC] = self.partition_id
+            return res
 
         client.fit = fit  # type: ignore[method-assign]
         client.evaluate = evaluate  # type: ignore[method-assign]

@@ -80,6 +80,7 @@ class RunConfig:
     output_dir: str = ""
     device: str = ""
     eval_batch_size: int = 512
+    evaluate_test: bool = True  # false: no test-split evaluation at all (validation only; tuning runs)
     # SphereFed / FedLGT (issue 7): multi-label baselines of the FedNCAlign-ML tables
     spherefed_scale: float = 16.0  # SphereFed: s in logit_c = s * cos(z, w_c) (fixed orthonormal classifier)
     spherefed_ridge: float = 0.01  # SphereFed: lambda in W* = (sum_k Z_k^T Z_k + lambda I)^-1 sum_k Z_k^T Y_k
