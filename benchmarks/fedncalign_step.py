@@ -26,7 +26,7 @@ from benchmarks.steptime import time_rows
 from fedapp.models.backbones import SmallCNN
 from fedapp.models.ladm import LADM
 from fedapp.models.multilabel import build_multilabel_net
-from fedapp.models.multilabel_losses import fedncalign_loss
+from fedapp.models.multilabel_losses import mean_cosine_loss
 from fedapp.models.nets import PooledLinearNet
 
 NUM_CLASSES, WIDTH, DIM = 10, 16, 64
@@ -50,7 +50,7 @@ def make_steps(batch: int, seed: int) -> dict[str, Callable[[], None]]:
     def fedncalign(weight: float) -> Callable[[torch.nn.Module], torch.Tensor]:
         def loss(model: torch.nn.Module) -> torch.Tensor:
             logits, features = model.forward_with_features(images)
-            return fedncalign_loss(logits, features, targets, model.prototypes, weight, weight, 0.5, 0.2)[0]
+            return mean_cosine_loss(logits, features, targets, model.prototypes, weight, weight, 0.5, 0.2)[0]
         return loss
 
     torch.manual_seed(seed)

@@ -3,13 +3,26 @@ Label-Distribution Skew", ``papers/fedncalign-ml.txt``; model and losses in :mod
 
 Model (:func:`fedapp.models.multilabel.build_multilabel_net`): backbone feature map -> tokens ->
 LADM (4-head cross-attention, the C simplex-ETF columns as class queries) -> one feature h_c per
-class -> fixed ETF classifier logit_c = <h_c, w_c>. The ETF is a non-persistent buffer rebuilt
-from ``seed`` by every party: it is never in ``state_dict`` and never travels.
+class -> fixed ETF classifier. The ETF is a non-persistent buffer rebuilt from ``seed`` by every
+party: it is never in ``state_dict`` and never travels.
 
-Local objective (Eq. 9), each term returned for logging as ``train_bce`` / ``train_rejection`` /
-``train_contrastive`` (and the total as ``train_loss``)::
+``fedncalign-formulation`` chooses the classifier head and the loss
+(:mod:`fedapp.models.multilabel_losses` has the equations):
 
-    L = L_BCE + lambda_rejection * L_rej(tau) + lambda_contrastive * L_con(T)
+- ``authors`` (default), as the authors' released code: logit_c = s <h_c, w_c> + b_c with a
+  learnable scale s (initialised to 10) and per-class bias b (0), both trained and averaged like the
+  rest of the model; per-sample sums of BCE, the top-K sigmoid rejection (margin ``tau``) and the
+  prototype InfoNCE (temperature ``temperature``);
+- ``mean-cosine``, this project's earlier reading: logit_c = <h_c, w_c> (s = 1, fixed, no bias);
+  mean BCE, mean cosine-hinge rejection, mean InfoNCE.
+
+Local objective (Eq. 9), each term returned unweighted for logging as ``train_bce`` /
+``train_rejection`` / ``train_contrastive`` (and the weighted total as ``train_loss``)::
+
+    L = L_BCE + f_rej(t) lambda_rejection L_rej + f_con(t) lambda_contrastive L_con
+
+where f = 1, or with ``fedncalign-warmup`` the authors' ramps over the rounds
+(:func:`~fedapp.models.multilabel_losses.warmup_factors`).
 
 Ablation switches (run config, paper Tables 7-8): ``use-ladm`` (false: pooled feature),
 ``classifier`` (``etf`` fixed, or ``fc`` learnable group-wise linear; no LADM + fc is exactly the
@@ -20,6 +33,8 @@ they need ``classifier=etf`` and LADM (checked in :class:`fedapp.config.RunConfi
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -27,31 +42,51 @@ from clients.base import BaseClient
 from fedapp.config import RunConfig
 from fedapp.data.base import DatasetBundle
 from fedapp.models.backbones import build_backbone
-from fedapp.models.multilabel import MultiLabelNet, build_multilabel_net
-from fedapp.models.multilabel_losses import fedncalign_loss
+from fedapp.models.multilabel import ETFClassifier, MultiLabelNet, build_multilabel_net
+from fedapp.models.multilabel_losses import authors_loss, mean_cosine_loss, warmup_factors
 
 LADM_HEADS = 4  # fixed by the paper ("4-head cross-attention")
+AUTHORS_LOGIT_SCALE = 10.0  # the initial s of the authors' ETFClassifier (init_scale=10.0)
 
 
 class FedNCAlignMLClient(BaseClient):
     """Local training of the ETF/LADM network with BCE + rejection + contrastive losses."""
 
+    warmup: tuple[float, float] = (1.0, 1.0)  # (f_rej, f_con) of the round being trained
+
     @classmethod
     def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
         bundle.require_task("multilabel", "fedncalign-ml")
         backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
+        authors = config.fedncalign_formulation == "authors"
         return build_multilabel_net(
             backbone, backbone.out_dim, bundle.num_classes, use_ladm=config.use_ladm,
             classifier=config.classifier, query_mode=config.ladm_queries, etf_seed=config.seed,
-            num_heads=LADM_HEADS,
+            num_heads=LADM_HEADS, logit_scale=AUTHORS_LOGIT_SCALE if authors else 1.0,
+            learnable_scale=authors, classifier_bias=authors,
         )
+
+    def local_train(self, config: dict[str, Any]) -> dict[str, float]:
+        if self.config.fedncalign_warmup:
+            self.warmup = warmup_factors(int(config.get("server-round", 1)), self.config.num_server_rounds)
+        return super().local_train(config)
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
         cfg = self.config
         logits, features = model.forward_with_features(images)
         prototypes = model.prototypes if isinstance(model, MultiLabelNet) else None
-        total, terms = fedncalign_loss(
-            logits, features, targets, prototypes, cfg.lambda_rejection, cfg.lambda_contrastive,
-            cfg.tau, cfg.temperature,
-        )
+        if cfg.fedncalign_formulation == "authors":
+            head = getattr(model, "classifier", None)
+            class_logits = None
+            if isinstance(head, ETFClassifier) and features.dim() == 3 and cfg.lambda_rejection > 0:
+                class_logits = head.class_logits(features)  # (B, C, C): every h_c against every class
+            total, terms = authors_loss(
+                logits, class_logits, features, targets, prototypes, cfg.lambda_rejection,
+                cfg.lambda_contrastive, cfg.tau, cfg.temperature, self.warmup,
+            )
+        else:
+            total, terms = mean_cosine_loss(
+                logits, features, targets, prototypes, cfg.lambda_rejection, cfg.lambda_contrastive,
+                cfg.tau, cfg.temperature, self.warmup,
+            )
         return total, {"loss": float(total.detach()), **{name: float(value) for name, value in terms.items()}}

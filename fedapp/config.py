@@ -40,6 +40,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+# FedNCAlign-ML's formulation decides the defaults of its loss keys (the dataclass defaults are the
+# authors'). Precedence: dataclass defaults < the formulation's < preset < keys changed in the run
+# config; like a preset's, a formulation's value is kept when the key is set back to its default.
+FORMULATION_KEY = "fedncalign-formulation"
+FORMULATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    # The authors' released code (github CanPeng123/multi_label_fl_fednca, run_bash/fednca.sh).
+    "authors": {"lambda-rejection": 0.01, "tau": 0.3, "temperature": 0.07},
+    # This project's earlier reading: mean reductions, cosine-hinge rejection, no classifier bias.
+    "mean-cosine": {"lambda-rejection": 1.0, "tau": 0.5, "temperature": 0.2},
+}
+
+
 class ConfigError(ValueError):
     """A run-config key has a value that is not allowed."""
 
@@ -116,10 +128,13 @@ class RunConfig:
     ratio_loss_beta: float = 0.1  # Ratio Loss: see ratio-loss-alpha
     ratio_loss_aux_per_class: int = 8  # Ratio Loss: server's auxiliary samples per class (validation split)
     # FedNCAlign-ML (issue 4): L = BCE + lambda-rejection * L_rej + lambda-contrastive * L_con (Eq. 9)
-    lambda_rejection: float = 1.0  # FedNCAlign-ML: weight of the negative-feature rejection loss (paper: 1 or 0.01)
-    lambda_contrastive: float = 1.0  # FedNCAlign-ML: weight of the positive-feature contrastive loss (paper: 1)
-    tau: float = 0.5  # FedNCAlign-ML: cosine threshold of the rejection loss (value lost in the paper's text)
-    temperature: float = 0.2  # FedNCAlign-ML: temperature T of the contrastive loss (chosen on validation)
+    # fedncalign-formulation also sets the defaults of lambda-rejection, tau, temperature (FORMULATION_DEFAULTS)
+    fedncalign_formulation: str = "authors"  # FedNCAlign-ML: "authors" (released code) or "mean-cosine" (earlier)
+    lambda_rejection: float = 0.01  # FedNCAlign-ML: weight of the rejection loss (authors' script: 0.01)
+    lambda_contrastive: float = 1.0  # FedNCAlign-ML: weight of the contrastive loss (paper: 1)
+    tau: float = 0.3  # FedNCAlign-ML: rejection threshold (authors: margin on a sigmoid; mean-cosine: a cosine)
+    temperature: float = 0.07  # FedNCAlign-ML: temperature T of the contrastive loss (authors' code: 0.07)
+    fedncalign_warmup: bool = False  # FedNCAlign-ML: ramp both loss weights up over the rounds (authors' option)
     use_ladm: bool = True  # FedNCAlign-ML: LADM class-wise features (false: global-average-pooled feature)
     classifier: str = "etf"  # FedNCAlign-ML: "etf" fixed simplex-ETF classifier or "fc" learnable linear
     ladm_queries: str = "etf"  # FedNCAlign-ML: LADM queries "etf" (fixed), "etf-learnable", "random-learnable"
@@ -146,15 +161,23 @@ class RunConfig:
             )
         explicit = {k: v for k, v in run_config.items() if k not in defaults or v != defaults[k]}
         preset_name = str(run_config.get("preset", "") or "")
+        preset = load_preset(preset_name) if preset_name else {}
+        form = explicit.get(FORMULATION_KEY, preset.get(FORMULATION_KEY, defaults[FORMULATION_KEY]))
         values = dict(defaults)
-        if preset_name:
-            values.update(load_preset(preset_name))
+        values.update(FORMULATION_DEFAULTS.get(form, {}))  # an unknown form fails validation below
+        values.update(preset)
         values.update(explicit)
         return cls.from_kebab(values)
 
     @classmethod
     def from_kebab(cls, values: Mapping[str, Any]) -> "RunConfig":
-        """Build and validate from a complete or partial kebab-case mapping."""
+        """Build and validate from a complete or partial kebab-case mapping.
+
+        A missing key takes its default; the keys in ``FORMULATION_DEFAULTS`` take the default of
+        the mapping's ``fedncalign-formulation``.
+        """
+        form = values.get(FORMULATION_KEY, cls.default_values()[FORMULATION_KEY])
+        values = {**FORMULATION_DEFAULTS.get(form, {}), **values}
         kwargs = {}
         by_key = {f.name.replace("_", "-"): f for f in fields(cls)}
         for key, value in values.items():
@@ -235,7 +258,15 @@ class RunConfig:
             self.lambda_contrastive >= 0, "lambda-contrastive", self.lambda_contrastive,
             "a number >= 0 (0: no contrastive loss)",
         )
-        _check(-1 <= self.tau < 1, "tau", self.tau, "a cosine threshold in [-1, 1)")
+        _check(
+            self.fedncalign_formulation in FORMULATION_DEFAULTS, FORMULATION_KEY, self.fedncalign_formulation,
+            " or ".join(FORMULATION_DEFAULTS),
+        )
+        if self.fedncalign_formulation == "authors":
+            _check(0 <= self.tau < 1, "tau", self.tau, "a margin on a sigmoid probability in [0, 1) "
+                   "(fedncalign-formulation=authors)")
+        else:
+            _check(-1 <= self.tau < 1, "tau", self.tau, "a cosine threshold in [-1, 1) (fedncalign-formulation=mean-cosine)")
         _check(self.temperature > 0, "temperature", self.temperature, "a number > 0")
         _check(self.classifier in ("etf", "fc"), "classifier", self.classifier, "etf or fc")
         _check(
@@ -380,8 +411,8 @@ ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {
     "ditto": ("ditto-lambda",),
     "fedetf": ("finetune-epochs", "fedetf-scale-init"),
     "ratio-loss": ("ratio-loss-alpha", "ratio-loss-beta", "ratio-loss-aux-per-class"),
-    "fedncalign-ml": ("lambda-rejection", "lambda-contrastive", "tau", "temperature", "use-ladm",
-                      "classifier", "ladm-queries"),
+    "fedncalign-ml": ("fedncalign-formulation", "lambda-rejection", "lambda-contrastive", "tau", "temperature",
+                      "fedncalign-warmup", "use-ladm", "classifier", "ladm-queries"),
     "fedloge": ("fedloge-classifier", "sparsity", "sse-c-norm", "head-aggregation", "ga-fr", "global-head",
                 "la-fr", "la-fr-finetune-epochs", "fedloge-head-lr"),
 }

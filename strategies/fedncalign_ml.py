@@ -6,11 +6,14 @@ follows the standard protocol (Algorithm 1: local training, aggregation, broadca
 over the *trainable shared* tensors only:
 
     theta_{t+1} = sum_k (n_k / n) * theta_{t+1}^k,   theta = (backbone, LADM W^Q, W^K, W^V, W^O
+                                                              [, ETF logit scale s and bias b]
                                                               [, learnable queries | group-linear head])
 
 The simplex ETF W (LADM queries and classifier) is fixed and rebuilt from ``seed`` on the server
 and on every client (a non-persistent buffer), so it never travels; with fixed queries the upload
-is the backbone plus LADM's 4 * d * (d + 1) projection values (d = 64: 16,640 floats).
+is the backbone plus LADM's 4 * d * (d + 1) projection values (d = 64: 16,640 floats), plus, under
+``fedncalign-formulation=authors``, the classifier's learnable s and b (1 + C floats), which the
+authors' code trains and averages with the rest of the model.
 """
 
 from __future__ import annotations

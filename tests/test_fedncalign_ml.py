@@ -16,17 +16,18 @@ from flwr.app import RecordDict
 from clients.base import PRIVATE_MODEL_KEY, ClientSetup
 from clients.fedavg import FedAvgClient
 from clients.fedncalign_ml import LADM_HEADS, FedNCAlignMLClient
-from fedapp.config import ConfigError, RunConfig
+from fedapp.config import FORMULATION_DEFAULTS, ConfigError, RunConfig
 from fedapp.data import federate
 from fedapp.models.etf import simplex_etf
 from fedapp.models.multilabel import ETFClassifier, GroupLinear, MultiLabelNet
-from fedapp.models.multilabel_losses import fedncalign_loss
+from fedapp.models.multilabel_losses import authors_loss, mean_cosine_loss
 from fedapp.models.nets import PooledLinearNet
 from fedapp.registry import get_algorithm
 from strategies.fedncalign_ml import FedNCAlignMLStrategy
 
 SKEWED = {"preset": "ml-digits-skewed"}
 ALGO = {"algorithm": "fedncalign-ml"}
+MEAN_COSINE = {"fedncalign-formulation": "mean-cosine"}
 D, C = 64, 10  # SmallCNN's output channels, ml-digits' labels
 
 
@@ -55,15 +56,42 @@ def test_registered_pair():
 @pytest.mark.parametrize("key, value, allowed", [
     ("lambda-rejection", -1.0, ">= 0"),
     ("lambda-contrastive", -0.5, ">= 0"),
-    ("tau", 1.0, r"\[-1, 1\)"),
-    ("tau", -1.5, r"\[-1, 1\)"),
+    ("tau", 1.0, r"a margin on a sigmoid probability in \[0, 1\)"),
+    ("tau", -0.1, r"a margin on a sigmoid probability in \[0, 1\)"),
     ("temperature", 0.0, "> 0"),
+    ("fedncalign-formulation", "paper", "authors or mean-cosine"),
     ("classifier", "linear", "etf or fc"),
     ("ladm-queries", "learned", "etf, etf-learnable or random-learnable"),
 ])
 def test_keys_are_validated_with_key_value_and_allowed(key, value, allowed):
     with pytest.raises(ConfigError, match=rf"{key}={value!r} is not allowed; allowed: .*{allowed}"):
         RunConfig.from_kebab({key: value})
+
+
+@pytest.mark.parametrize("value", [1.0, -1.5])
+def test_mean_cosine_tau_is_a_cosine_threshold(value):
+    with pytest.raises(ConfigError, match=rf"tau={value!r} is not allowed; allowed: a cosine threshold in \[-1, 1\)"):
+        RunConfig.from_kebab({**MEAN_COSINE, "tau": value})
+    assert RunConfig.from_kebab({**MEAN_COSINE, "tau": -0.5}).tau == -0.5
+
+
+def test_formulation_sets_the_loss_defaults_below_preset_and_explicit_keys():
+    authors, earlier = FORMULATION_DEFAULTS["authors"], FORMULATION_DEFAULTS["mean-cosine"]
+    assert authors == {"lambda-rejection": 0.01, "tau": 0.3, "temperature": 0.07}
+    assert earlier == {"lambda-rejection": 1.0, "tau": 0.5, "temperature": 0.2}
+    defaults = RunConfig.default_values()
+    assert {k: defaults[k] for k in authors} == authors  # the dataclass (and pyproject) defaults are the authors'
+    assert defaults["fedncalign-formulation"] == "authors" and defaults["fedncalign-warmup"] is False
+
+    def loss_keys(config: RunConfig) -> dict:
+        return {k: config.to_kebab()[k] for k in authors}
+
+    assert loss_keys(make_config()) == authors
+    assert loss_keys(make_config(**MEAN_COSINE)) == earlier
+    assert loss_keys(RunConfig.from_kebab(MEAN_COSINE)) == earlier  # a partial mapping too
+    assert make_config(**MEAN_COSINE, tau=0.2).tau == 0.2  # a key set in the run config wins
+    # A preset's value wins over the formulation's (voc2012-s1 sets lambda-rejection 0.01).
+    assert make_config(**MEAN_COSINE, preset="voc2012-s1").lambda_rejection == 0.01
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -134,22 +162,40 @@ def test_etf_is_rebuilt_from_the_seed_on_every_party():
 
 
 # ------------------------------------------------------------------------------ what travels
-def test_fit_sends_exactly_the_trainable_shared_tensors_never_the_etf():
-    client = make_client(**{"local-epochs": 1})
+@pytest.mark.parametrize("formulation, head_floats", [("authors", 1 + C), ("mean-cosine", 0)])
+def test_fit_sends_exactly_the_trainable_shared_tensors_never_the_etf(formulation, head_floats):
+    client = make_client(**{"local-epochs": 1, "fedncalign-formulation": formulation})
     state = client.model.state_dict()
     expected_keys = [k for k in state if not k.endswith("num_batches_tracked")]
     assert all("etf" not in k and k != "ladm.queries" for k in expected_keys)
+    assert ({"classifier.scale", "classifier.bias"} <= set(expected_keys)) == (formulation == "authors")
     arrays, n, _ = client.fit(client.get_parameters({}), {"server-round": 1})
     assert n == len(client.train_set)
     assert [a.shape for a in arrays] == [tuple(state[k].shape) for k in expected_keys]
     # Nothing sent is the ETF (d x C) or its transpose (the fixed queries).
     assert not any(a.shape in ((D, C), (C, D)) for a in arrays)
-    # Backbone + LADM's W^Q, W^K, W^V (3d x d + 3d) and W^O (d x d + d), float32: nothing else.
+    # Backbone + LADM's W^Q, W^K, W^V (3d x d + 3d) and W^O (d x d + d) [+ the ETF head's s and b], float32.
     backbone = [a for k, a in zip(expected_keys, arrays) if k.startswith("backbone.")]
-    assert nbytes(arrays) - nbytes(backbone) == 4 * (4 * D * (D + 1))
+    assert nbytes(arrays) - nbytes(backbone) == 4 * (4 * D * (D + 1) + head_floats)
     # The bytes versus FedAvg on the same backbone: FedAvg's head is a d x C linear layer.
     fedavg = make_client(FedAvgClient)
     assert nbytes(fedavg.get_parameters({})) == nbytes(backbone) + 4 * (D * C + C)
+
+
+def test_authors_head_has_a_learnable_scale_from_10_and_a_bias_that_train():
+    client = make_client(**{"local-epochs": 1})
+    head = client.model.classifier
+    assert isinstance(head.scale, torch.nn.Parameter) and head.scale.item() == 10.0
+    assert isinstance(head.bias, torch.nn.Parameter) and torch.equal(head.bias.detach(), torch.zeros(C))
+    images, _ = next(iter(torch.utils.data.DataLoader(client.train_set, batch_size=4)))
+    features = client.model.class_features(images)
+    # z_cc, the BCE logit, is the diagonal of every class feature's logits against all classes.
+    torch.testing.assert_close(torch.diagonal(head.class_logits(features), dim1=1, dim2=2), head(features))
+    torch.testing.assert_close(head(features), 10.0 * (features * client.model.prototypes.T).sum(-1))
+    client.fit(client.get_parameters({}), {"server-round": 1})
+    assert head.scale.item() != 10.0 and torch.count_nonzero(head.bias.detach()) == C
+    earlier = make_client(**MEAN_COSINE).model.classifier
+    assert not isinstance(earlier.scale, torch.nn.Parameter) and earlier.scale.item() == 1.0 and earlier.bias is None
 
 
 def test_learnable_queries_travel_fixed_ones_do_not():
@@ -179,10 +225,32 @@ def test_client_loss_is_eq9_on_the_models_features():
     client.model.eval()
     total, terms = client.loss(client.model, images, targets)
     logits, features = client.model.forward_with_features(images)
-    expected, parts = fedncalign_loss(logits, features, targets, client.model.prototypes, 0.5, 2.0, 0.1, 0.3)
+    class_logits = client.model.classifier.class_logits(features)
+    expected, parts = authors_loss(logits, class_logits, features, targets, client.model.prototypes, 0.5, 2.0, 0.1, 0.3)
     torch.testing.assert_close(total, expected)
     assert terms == pytest.approx({"loss": float(expected.detach()), **{k: float(v) for k, v in parts.items()}})
     assert terms["rejection"] > 0 and terms["contrastive"] > 0
+
+
+def test_client_loss_mean_cosine_formulation():
+    client = make_client(**MEAN_COSINE, **{"lambda-rejection": 0.5, "lambda-contrastive": 2.0, "tau": 0.1})
+    images, targets = next(iter(torch.utils.data.DataLoader(client.train_set, batch_size=16)))
+    client.model.eval()
+    total, terms = client.loss(client.model, images, targets)
+    logits, features = client.model.forward_with_features(images)
+    expected, parts = mean_cosine_loss(logits, features, targets, client.model.prototypes, 0.5, 2.0, 0.1, 0.2)
+    torch.testing.assert_close(total, expected)
+    assert terms == pytest.approx({"loss": float(expected.detach()), **{k: float(v) for k, v in parts.items()}})
+
+
+def test_warmup_zeroes_the_weights_in_round_1_and_still_logs_the_terms():
+    client = make_client(**{"local-epochs": 1, "fedncalign-warmup": True, "num-server-rounds": 11})
+    _, _, first = client.fit(client.get_parameters({}), {"server-round": 1})
+    assert first["train_rejection"] > 0 and first["train_contrastive"] > 0
+    assert first["train_loss"] == pytest.approx(first["train_bce"], rel=1e-6)  # both factors 0 at p = 0
+    _, _, last = client.fit(client.get_parameters({}), {"server-round": 11})
+    assert last["train_loss"] == pytest.approx(
+        last["train_bce"] + 0.01 * last["train_rejection"] + last["train_contrastive"], rel=1e-5)
 
 
 def test_fit_logs_each_term_and_the_total_is_their_weighted_sum():
@@ -212,8 +280,9 @@ def test_inprocess_round_records_terms_and_bytes_against_fedavg(inprocess_run):
     assert {"train_bce", "train_rejection", "train_contrastive", "train_loss"} <= set(row)
     per_client = nbytes(make_client().get_parameters({}))
     assert row["bytes_sent"] == row["bytes_received"] == 3 * per_client
-    # LADM's projections replace FedAvg's linear head: 4d(d+1) - (dC + C) more floats per message.
-    extra = 4 * (4 * D * (D + 1) - (D * C + C))
+    # LADM's projections and the ETF head's s and b replace FedAvg's linear head:
+    # 4d(d+1) + 1 + C - (dC + C) more floats per message.
+    extra = 4 * (4 * D * (D + 1) + 1 + C - (D * C + C))
     assert row["bytes_sent"] - fedavg_rows[0]["bytes_sent"] == 3 * extra
     assert summary["bytes_per_round"] - fedavg_summary["bytes_per_round"] == 2 * 3 * extra
     assert set(summary["best"]) == {"macro_auc", "micro_auc", "macro_f1", "micro_f1"}

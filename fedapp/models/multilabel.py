@@ -4,7 +4,7 @@
       -> backbone                      feature map  (B, d, H', W')
       -> flatten                       tokens F     (B, H'W', d)
       -> LADM (Eq. 3)                  features H   (B, C, d), one h_c per class
-      -> ETF classifier (Eq. 4-5)      logit_c = s * <h_c, w_c>,  w_c fixed simplex ETF column
+      -> ETF classifier (Eq. 4-5)      logit_c = s * <h_c, w_c> + b_c,  w_c fixed simplex ETF column
 
 Ablation switches (paper Tables 5-8):
 - ``classifier="fc"`` with LADM: a learnable per-class linear (group-wise linear, Query2Label):
@@ -17,10 +17,17 @@ Ablation switches (paper Tables 5-8):
 One simplex ETF (from ``etf_seed``) serves both as LADM queries and as classifier, as in the paper.
 It is a non-persistent buffer: never in ``state_dict()``, rebuilt from the seed by every party.
 
-The logit scale ``s`` is where the paper is silent: Eq. 4 reads logit_c = h_c^T w_c, i.e. s = 1.
-That is the default: LADM's output projection W^O (and, without LADM, the backbone) learns the
-feature norm, and on ml-digits neither a fixed s = 4 nor a learnable s trained better than s = 1.
-``learnable_scale=True`` makes s a trained (shared) scalar.
+The logit scale ``s`` and bias ``b`` are where the paper is silent (Eq. 4 reads logit_c = h_c^T w_c).
+The authors' released code (``neural_collapse/etf_classifier.py``, github
+CanPeng123/multi_label_fl_fednca) has a learnable scalar s initialised to 10 and a learnable
+per-class bias b initialised to 0, both trained and averaged with the model:
+``learnable_scale=True, logit_scale=10, bias=True``, which FedNCAlign-ML's client builds by default
+(``fedncalign-formulation=authors``). The class defaults here (fixed s = 1, no bias) are this
+project's earlier reading, used by ``fedncalign-formulation=mean-cosine``. Every class feature h_c
+also has logits against all C prototypes, z_cj = s * <h_c, w_j> + b_j (:meth:`ETFClassifier.class_logits`),
+which the authors' rejection loss reads; the BCE uses z_cc. Their ETF is the C x C simplex padded
+with zeros to d (it spans the first C coordinates); here it is the same simplex rotated by a seeded
+orthonormal U (:mod:`fedapp.models.etf`), equivalent up to a rotation of the feature space.
 """
 
 from __future__ import annotations
@@ -39,14 +46,16 @@ CLASSIFIER_KINDS: tuple[str, ...] = get_args(ClassifierKind)
 
 
 class ETFClassifier(nn.Module):
-    """Fixed simplex-ETF classifier (Eq. 4): logit_c = s * <h_c, w_c>, no trainable weights.
+    """Fixed simplex-ETF classifier (Eq. 4): logit_c = s * <h_c, w_c> (+ b_c with ``bias=True``).
 
     Accepts class-specific features ``(B, C, d)`` (logit c uses only h_c) or one pooled feature
-    ``(B, d)`` (logit_c = s * <f, w_c>). ``etf`` is the ``(d, C)`` buffer, not in ``state_dict``.
+    ``(B, d)`` (logit_c = s * <f, w_c> + b_c). ``etf`` is the ``(d, C)`` buffer, not in
+    ``state_dict``; a learnable ``scale`` and the ``bias`` are parameters and travel.
     """
 
     def __init__(
-        self, dim: int, num_classes: int, seed: int = 0, scale: float = 1.0, learnable_scale: bool = False
+        self, dim: int, num_classes: int, seed: int = 0, scale: float = 1.0, learnable_scale: bool = False,
+        bias: bool = False,
     ) -> None:
         super().__init__()
         if not scale > 0.0:
@@ -58,12 +67,29 @@ class ETFClassifier(nn.Module):
             self.scale = nn.Parameter(torch.tensor(float(scale)))
         else:
             self.register_buffer("scale", torch.tensor(float(scale)), persistent=False)
+        self.bias: nn.Parameter | None
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(num_classes))
+        else:
+            self.register_parameter("bias", None)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() == 3 and features.shape[1:] == (self.num_classes, self.dim):
-            return self.scale * (features * self.etf.T).sum(dim=-1)  # <h_c, w_c> per class
-        if features.dim() == 2 and features.shape[1] == self.dim:
-            return self.scale * (features @ self.etf)
+            logits = self.scale * (features * self.etf.T).sum(dim=-1)  # <h_c, w_c> per class
+        elif features.dim() == 2 and features.shape[1] == self.dim:
+            logits = self.scale * (features @ self.etf)
+        else:
+            self._refuse(features)
+        return logits if self.bias is None else logits + self.bias
+
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """z_cj = s * <h_c, w_j> + b_j: every class feature ``(B, C, d)`` against every class -> ``(B, C, C)``."""
+        if features.dim() != 3 or features.shape[1:] != (self.num_classes, self.dim):
+            self._refuse(features)
+        logits = self.scale * (features @ self.etf)
+        return logits if self.bias is None else logits + self.bias
+
+    def _refuse(self, features: torch.Tensor) -> None:
         raise ValueError(
             f"ETFClassifier expects (B, {self.num_classes}, {self.dim}) or (B, {self.dim}) features, "
             f"got {tuple(features.shape)}"
@@ -104,7 +130,8 @@ class MultiLabelNet(nn.Module):
         classifier: ``"etf"`` (fixed, Eq. 4) or ``"fc"`` (learnable group-wise linear).
         query_mode, num_heads, ladm_dropout, ladm_ffn_dim, ladm_residual_norm: see :class:`LADM`.
         etf_seed: seed of the one ETF used as queries and classifier.
-        logit_scale, learnable_scale: the ETF classifier's s (see module docstring).
+        logit_scale, learnable_scale, classifier_bias: the ETF classifier's s and b (see module
+            docstring).
     """
 
     def __init__(
@@ -122,6 +149,7 @@ class MultiLabelNet(nn.Module):
         ladm_residual_norm: bool = False,
         logit_scale: float = 1.0,
         learnable_scale: bool = False,
+        classifier_bias: bool = False,
     ) -> None:
         super().__init__()
         if classifier not in CLASSIFIER_KINDS:
@@ -144,7 +172,9 @@ class MultiLabelNet(nn.Module):
             )
         self.classifier: ETFClassifier | GroupLinear
         if classifier == "etf":
-            self.classifier = ETFClassifier(feature_dim, num_classes, etf_seed, logit_scale, learnable_scale)
+            self.classifier = ETFClassifier(
+                feature_dim, num_classes, etf_seed, logit_scale, learnable_scale, classifier_bias
+            )
         else:
             self.classifier = GroupLinear(feature_dim, num_classes)
 
@@ -191,6 +221,7 @@ def build_multilabel_net(
     ladm_residual_norm: bool = False,
     logit_scale: float = 1.0,
     learnable_scale: bool = False,
+    classifier_bias: bool = False,
 ) -> MultiLabelNet | PooledLinearNet:
     """The network of one ablation row: :class:`PooledLinearNet` for (no LADM, fc), else
     :class:`MultiLabelNet` with the given switches."""
@@ -202,4 +233,5 @@ def build_multilabel_net(
         backbone, feature_dim, num_classes, use_ladm=use_ladm, classifier=classifier, query_mode=query_mode,
         etf_seed=etf_seed, num_heads=num_heads, ladm_dropout=ladm_dropout, ladm_ffn_dim=ladm_ffn_dim,
         ladm_residual_norm=ladm_residual_norm, logit_scale=logit_scale, learnable_scale=learnable_scale,
+        classifier_bias=classifier_bias,
     )
