@@ -8,7 +8,8 @@ Used by :mod:`fedapp.tables` (the comparison tables and their tuning phase) and 
   terminal) and one line per finished run with the elapsed time and an ETA.
 - **Resume**: a run directory is *done* when its ``summary.json`` exists (with ``status``
   ``completed`` or no ``status``) under the same config; a finished run with another config is an
-  error. An unfinished one (no summary, or a ``status`` such as ``failed`` / ``interrupted``)
+  error, except fewer ``num-server-rounds``: such a run is continued from its last checkpoint to
+  the new number of rounds (what an uninterrupted run of that many rounds gives). An unfinished one (no summary, or a ``status`` such as ``failed`` / ``interrupted``)
   continues from its ``checkpoint.npz`` (``resume=<run dir>``) when it has a readable checkpoint
   short of the last round; otherwise it is moved aside to ``<run dir>.unfinished-<k>`` and started
   again, so no run directory is ever deleted.
@@ -156,7 +157,7 @@ def summary_status(run_dir: Path) -> str | None:
     return str(summary.get("status", COMPLETED))
 
 
-def config_mismatch(spec: RunSpec) -> str | None:
+def config_mismatch(spec: RunSpec, ignore: Sequence[str] = ()) -> str | None:
     """Why the run in ``spec.run_dir`` is not a run of ``spec`` (first differing key), or None."""
     config_path = spec.run_dir / "config.yaml"
     expected = resolved_config(spec.overrides).to_kebab()
@@ -164,7 +165,7 @@ def config_mismatch(spec: RunSpec) -> str | None:
     defaults = RunConfig.default_values()
     # A key missing there was added to the project after that run: fine if this sweep keeps its default.
     # A key only other algorithms read (e.g. fedlgt-layers for a FedAvg run) never touched that run.
-    compared = keys_read_by(expected["algorithm"]) - {"output-dir", "resume"}
+    compared = keys_read_by(expected["algorithm"]) - {"output-dir", "resume", *ignore}
     differing = sorted(k for k in expected if k in compared and found.get(k, defaults[k]) != expected[k])
     if not differing:
         return None
@@ -180,6 +181,8 @@ def run_state(spec: RunSpec, nodes: int) -> str:
     if status != COMPLETED:
         return "partial"
     mismatch = config_mismatch(spec)
+    if mismatch and extendable(spec):
+        return "partial"  # the same run with fewer rounds: continued from its last checkpoint
     if mismatch:
         raise ConfigError(f"{spec.run_dir} holds a finished run with another config ({mismatch}); "
                           "choose another --out")
@@ -191,15 +194,28 @@ def run_state(spec: RunSpec, nodes: int) -> str:
 
 
 def resumable_round(spec: RunSpec) -> int | None:
-    """The round of the unfinished run's readable checkpoint if it can be continued, else None."""
+    """The round of the unfinished run's readable checkpoint if it can be continued, else None.
+
+    A run with fewer ``num-server-rounds`` but otherwise the same config counts: resuming it to
+    more rounds gives what an uninterrupted run of that many rounds gives.
+    """
     try:
         checkpoint = load_checkpoint(spec.run_dir)
     except CheckpointError:
         return None
     rounds = resolved_config(spec.overrides).num_server_rounds
-    if checkpoint.server_round >= rounds or config_mismatch(spec) is not None:
+    if checkpoint.server_round >= rounds or config_mismatch(spec, ignore=("num-server-rounds",)) is not None:
         return None
     return checkpoint.server_round
+
+
+def extendable(spec: RunSpec) -> bool:
+    """A finished run of ``spec``'s config but fewer rounds, whose last checkpoint can be continued."""
+    config_path = spec.run_dir / "config.yaml"
+    found = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    rounds = resolved_config(spec.overrides).num_server_rounds
+    done = found.get("num-server-rounds")
+    return isinstance(done, int) and done < rounds and resumable_round(spec) == done
 
 
 def set_aside(run_dir: Path) -> Path:

@@ -194,3 +194,19 @@ def test_a_run_marked_failed_is_rerun_and_kept_out_of_the_table(tmp_path, capsys
     assert json.loads((run_dir / "summary.json").read_text()).get("status", "completed") == "completed"
     assert (run_dir.parent / "seed-1.unfinished-1" / "summary.json").is_file()  # set aside, not deleted
     assert "(n=1)" not in (out / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_more_rounds_continue_finished_runs_from_their_checkpoint(tmp_path, capsys):
+    """--rounds raised from 1 to 2: the 1-round run is continued (its round 1 kept), not refused or redone."""
+    argv = ["ml-digits-skewed", "--algorithms", "fedavg", "--seeds", "1", "--nodes", "3", "-c", "local-epochs=1",
+            "--out", str(tmp_path)]
+    assert tables_main(argv + ["--rounds", "1"]) == 0
+    run_dir = tmp_path / "runs" / "ml-digits-skewed" / "fedavg" / "seed-0"
+    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    capsys.readouterr()
+    assert tables_main(argv + ["--rounds", "2"]) == 0
+    assert "resumed from round 1" in capsys.readouterr().out
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and rows[0] == first
+    assert "num-server-rounds: 2" in (run_dir / "config.yaml").read_text()
