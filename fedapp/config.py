@@ -77,7 +77,7 @@ class RunConfig:
     shot_split: str = "cumulative"  # many/medium/few: 75%/95% cumulative-count cuts (FedLoGe's code), "thirds" or "counts"
     many_shot_min: int = 0
     few_shot_max: int = 0
-    augment: str = "auto"  # training augmentation: auto (long-tail: crop-flip, lt-digits: see README), none, crop-flip, crop
+    augment: str = "auto"  # training augmentation: auto (cifar*-lt, imagenet-lt: crop-flip; else none), none, crop-flip, crop
     data_root: str = ""
     # Model
     backbone: str = "cnn"
