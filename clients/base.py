@@ -46,6 +46,7 @@ from fedapp.config import RunConfig
 from fedapp.data import FederatedSplit
 from fedapp.faults import InjectedFault, fault_for
 from fedapp.node_state import RESTORED_MARKER, NodeStateStore, load_into, warn_unrestorable
+from fedapp.data.augment import build_augment
 from fedapp.data.base import DatasetBundle
 from fedapp.loops import evaluate_model, make_loader, make_optimizer, task_loss, train_epochs
 from fedapp.models.backbones import build_backbone
@@ -136,11 +137,18 @@ class BaseClient(NumPyClient):
         return make_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
 
     def train_loader(self, config: dict[str, Any]) -> torch.utils.data.DataLoader:
-        """Shuffled local data; the order depends on (seed, round, partition) only."""
+        """Shuffled, augmented (run-config ``augment``) local data; order and augmentation depend on
+        (seed, round, partition) only."""
         server_round = int(config.get("server-round", 0))
         seed = self.config.seed * 1_000_003 + server_round * 1009 + self.partition_id
         torch.manual_seed(seed)
-        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed)
+        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed,
+                           augment=self.augmentation())
+
+    def augmentation(self):
+        """The training batch augmentation of this run (None: ``augment`` resolves to ``none``)."""
+        bundle = self.bundle
+        return build_augment(self.config.augment, bundle.name, bundle.input_shape, bundle.pad_value)
 
     def save_state(self) -> None:
         """Keep every non-travelling model tensor and the extra private arrays in ``context.state``."""

@@ -38,4 +38,5 @@ class CentralizedClient(BaseClient):
     def train_loader(self, config: dict[str, Any]) -> torch.utils.data.DataLoader:
         seed = self.config.seed * 1_000_003 + int(config.get("server-round", 0)) * 1009
         torch.manual_seed(seed)
-        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed)
+        return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed,
+                           augment=self.augmentation())

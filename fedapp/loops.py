@@ -26,10 +26,46 @@ def resolve_device(requested: str = "") -> torch.device:
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A single-process DataLoader; ``seed`` fixes the shuffling order."""
+# augment(images, generator) -> images: a training-time batch transform (fedapp.data.augment).
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, augment: BatchTransform | None = None
+) -> DataLoader | "AugmentedLoader":
+    """A single-process DataLoader; ``seed`` fixes the shuffling order.
+
+    With ``augment`` (training only; needs ``shuffle``), every image batch is passed through
+    ``augment(images, generator)`` with the loader's own seeded generator, so the augmentation is as
+    reproducible as the order. Without it the loader and its random draws are exactly as before.
+    """
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    if augment is None:
+        return loader
+    if generator is None:
+        raise ValueError("augment needs a shuffled (training) loader: evaluation data is never augmented")
+    return AugmentedLoader(loader, augment, generator)
+
+
+class AugmentedLoader:
+    """Iterates a training DataLoader, yielding ``(augment(images, generator), targets)``.
+
+    ``generator`` is the DataLoader's shuffling generator: each epoch draws its order, then the
+    augmentation of each batch in turn, all from one seeded stream.
+    """
+
+    def __init__(self, loader: DataLoader, augment: BatchTransform, generator: torch.Generator) -> None:
+        self.loader = loader
+        self.augment = augment
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, targets in self.loader:
+            yield self.augment(images, self.generator), targets
 
 
 def task_loss(task: Task) -> LossFn:
@@ -111,11 +147,13 @@ def evaluate_model(
     batch_size: int = 512,
     many_shot_min: int = 0,
     few_shot_max: int = 0,
+    shot_split: str = "cumulative",
 ) -> dict[str, float]:
     """The task's metrics of ``model`` on ``dataset`` (see :mod:`fedapp.metrics`).
 
     Multi-label: macro/micro AUC and F1. Single-label: accuracy and many/medium/few-shot accuracy,
-    groups defined by ``train_class_counts`` (thresholds, or thirds when both are 0).
+    groups defined by ``train_class_counts``: by the count thresholds when they are set (> 0),
+    else by ``shot_split`` (``"cumulative"``: FedLoGe's 75%/95% cuts, or ``"thirds"``).
     """
     from fedapp.metrics import multilabel_metrics, singlelabel_metrics
 
@@ -123,5 +161,6 @@ def evaluate_model(
     if task == "multilabel":
         return multilabel_metrics(targets, outputs)
     return singlelabel_metrics(
-        targets, outputs, train_class_counts, many_shot_min or None, few_shot_max or None
+        targets, outputs, train_class_counts, many_shot_min or None, few_shot_max or None,
+        rule="cumulative" if shot_split == "counts" else shot_split,
     )

@@ -157,7 +157,8 @@ class FedLoGeStrategy(FederatedStrategy):
             truth = labels.cpu().numpy()
             main = _predict(features, model.weight)
             values = singlelabel_metrics(truth, main, data.bundle.class_counts(),
-                                         cfg.many_shot_min or None, cfg.few_shot_max or None)
+                                         cfg.many_shot_min or None, cfg.few_shot_max or None,
+                                         rule="cumulative" if cfg.shot_split == "counts" else cfg.shot_split)
             metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
             for name, head in variants.items():
                 metrics[f"{prefix}_{name}"] = float(np.mean(_predict(features, head) == truth))
