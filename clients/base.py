@@ -19,9 +19,10 @@ override ``fit`` too):
   run, its ``context.state`` is restored from disk and the client rebuilt from it *before* any of
   its code runs; after each fit, ``context.state`` is written back (see :mod:`fedapp.node_state`).
   So a restarted SuperNode, or a resumed run, keeps its personalization.
-- Fit and evaluate replies carry the bookkeeping metrics ``partition-id`` and ``num-partitions``,
-  so the server's logs and ``metrics.jsonl`` (``partitions_ok``) name clients by partition, and the
-  server can redraw the partition (``plots/partition.png``) and file per-client metrics.
+- Fit and evaluate replies carry the bookkeeping metrics ``partition-id`` and ``num-partitions``
+  (and ``get_properties`` answers ``partition-id``), so the server orders clients by partition, not
+  by Flower's per-run node ids, its logs and ``metrics.jsonl`` (``partitions_ok``) name clients by
+  partition, and it can redraw the partition (``plots/partition.png``) and file per-client metrics.
 - ``fault-injection`` (a TESTING AID, off by default; :mod:`fedapp.faults`) makes a chosen client
   raise or send NaN.
 """
@@ -46,6 +47,7 @@ from fedapp.config import RunConfig
 from fedapp.data import FederatedSplit
 from fedapp.faults import InjectedFault, fault_for
 from fedapp.node_state import RESTORED_MARKER, NodeStateStore, load_into, warn_unrestorable
+from fedapp.data.augment import build_augment
 from fedapp.data.base import DatasetBundle
 from fedapp.loops import (
     TrainOptions,
@@ -91,7 +93,8 @@ class BaseClient(NumPyClient):
         self.state = setup.state
         self.bundle = setup.split.bundle
         self.train_set = setup.split.train_set(setup.partition_id)
-        self.local_test_set = setup.split.local_test_set(setup.partition_id)
+        # evaluate-test=false (tuning): no local test set, so nothing on the client can read the test split.
+        self.local_test_set = setup.split.local_test_set(setup.partition_id) if self.config.evaluate_test else None
         self.train_options = TrainOptions.from_config(self.config)
         self.model = prepare_model(self.build_model(self.config, self.bundle).to(self.device), self.train_options)
         self.keys = self.shared_keys_of(self.model)
@@ -145,12 +148,18 @@ class BaseClient(NumPyClient):
         return make_optimizer(params, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
 
     def train_loader(self, config: dict[str, Any]) -> torch.utils.data.DataLoader:
-        """Shuffled local data; the order depends on (seed, round, partition) only."""
+        """Shuffled, augmented (run-config ``augment``) local data; order and augmentation depend on
+        (seed, round, partition) only."""
         server_round = int(config.get("server-round", 0))
         seed = self.config.seed * 1_000_003 + server_round * 1009 + self.partition_id
         torch.manual_seed(seed)
         return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed,
-                           num_workers=self.config.num_workers, device=self.device)
+                           num_workers=self.config.num_workers, device=self.device, augment=self.augmentation())
+
+    def augmentation(self):
+        """The training batch augmentation of this run (None: ``augment`` resolves to ``none``)."""
+        bundle = self.bundle
+        return build_augment(self.config.augment, bundle.name, bundle.input_shape, bundle.pad_value)
 
     def save_state(self) -> None:
         """Keep every non-travelling model tensor and the extra private arrays in ``context.state``."""
@@ -168,6 +177,10 @@ class BaseClient(NumPyClient):
         return self.state[name].to_torch_state_dict()[name].numpy()
 
     # ----------------------------------------------------------- NumPyClient
+    def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``{"partition-id": k}``: the server orders clients by it (node ids change every run)."""
+        return {PARTITION_METRIC: self.partition_id}
+
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return get_arrays(self.model, self.keys)
 

@@ -41,4 +41,4 @@ class CentralizedClient(BaseClient):
         seed = self.config.seed * 1_000_003 + int(config.get("server-round", 0)) * 1009
         torch.manual_seed(seed)
         return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed,
-                           num_workers=self.config.num_workers, device=self.device)
+                           num_workers=self.config.num_workers, device=self.device, augment=self.augmentation())

@@ -11,8 +11,10 @@ the dense ETF), the global auxiliary head psi and the local head phi_k. Each loc
     phi_k <- phi_k - eta * grad_phi   CE(phi_k(h), y)
 
 for ``local-epochs`` epochs: theta with the run's optimizer (as every algorithm here), psi and phi_k
-with SGD (the paper's optimizer) at ``fedloge-head-lr`` (the authors' code's 0.03; the paper gives no
-value) with the run's momentum and weight decay. theta (with its BN statistics) and psi are
+with SGD (the paper's optimizer) at ``fedloge-head-lr``, ``fedloge-head-momentum`` and
+``fedloge-head-weight-decay`` (defaults 0.03, 0.5, 0: the authors' code, ``options.py`` and the
+heads' ``torch.optim.SGD(..., lr=args.lr, momentum=args.momentum)`` in ``util/update_baseline.py``;
+the paper gives no values). theta (with its BN statistics) and psi are
 returned; phi_k is excluded from the shared keys, so the base client keeps it in ``context.state``.
 The fit metrics add the
 checksum of the W this client rebuilt (the server rejects the update if it differs from its own) and,
@@ -88,8 +90,8 @@ class FedLoGeClient(BaseClient):
     def local_train(self, config: dict[str, Any]) -> dict[str, float]:
         """``local-epochs`` of Algorithm 1: theta with the run's optimizer, psi and phi_k with SGD.
 
-        The heads use SGD (the paper's optimizer; ``fedloge-head-lr``, the run's momentum and weight
-        decay) whatever ``optimizer`` says: GA-FR and LA-FR read class cardinality from the heads' row norms, which
+        The heads use SGD (the paper's optimizer; ``fedloge-head-lr``, ``fedloge-head-momentum``,
+        ``fedloge-head-weight-decay``) whatever ``optimizer`` says: GA-FR and LA-FR read class cardinality from the heads' row norms, which
         gradient descent on CE produces (rare and absent classes get small gradients) and Adam's
         per-coordinate step normalisation erases. theta follows the run's optimizer, as in every
         other algorithm here, so the comparison with FedAvg changes the method, not the optimizer.
@@ -106,9 +108,16 @@ class FedLoGeClient(BaseClient):
                             options=self.train_options)
 
     def head_optimizer(self, params) -> torch.optim.Optimizer:
-        """SGD for psi and phi_k (and the LA-FR fine-tune): ``fedloge-head-lr``, the run's momentum and decay."""
+        """SGD for psi and phi_k (and the LA-FR fine-tune): ``fedloge-head-lr``, ``-momentum``, ``-weight-decay``.
+
+        The defaults are the authors' (lr 0.03, momentum 0.5, no weight decay); before they were keys
+        the heads used the run's ``momentum`` and ``weight-decay`` (0.9 and 0.01 by default), which
+        ``fedloge-head-momentum=0.9 fedloge-head-weight-decay=0.01`` reproduces.
+        """
         cfg = self.config
-        return make_optimizer(params, "sgd", cfg.fedloge_head_lr, cfg.weight_decay, cfg.momentum)
+        return make_optimizer(
+            params, "sgd", cfg.fedloge_head_lr, cfg.fedloge_head_weight_decay, cfg.fedloge_head_momentum
+        )
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
         arrays, num_examples, metrics = super().fit(parameters, config)

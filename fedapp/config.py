@@ -36,6 +36,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algorithm": ALGORITHMS,
     "dataset": DATASETS,
     "partition": ("iid", "dirichlet"),
+    "dirichlet-mode": ("per-sample", "cut"),
+    "shot-split": ("cumulative", "thirds", "counts"),
+    "augment": ("auto", "none", "crop-flip", "crop"),
     "backbone": ("cnn", "resnet18", "resnet18-cifar"),
     "optimizer": ("adamw", "sgd"),
 }
@@ -78,13 +81,16 @@ class RunConfig:
     # Data and partitions
     partition: str = "dirichlet"
     alpha: float = 0.5
+    dirichlet_mode: str = "per-sample"  # single-label Dirichlet: each sample drawn to a client (FedLoGe's code) or "cut"
     class_presence_ratio: float = 1.0
     imbalance_factor: float = 10.0
     min_partition_size: int = 10
     val_fraction: float = 0.1
-    local_test_size: int = 100
+    local_test_size: int = 0  # each client's PM test set: 0 = n_kc / n * n_test per class (FedLoGe's code); N = N samples
+    shot_split: str = "cumulative"  # many/medium/few: 75%/95% cumulative-count cuts (FedLoGe's code), "thirds" or "counts"
     many_shot_min: int = 0
     few_shot_max: int = 0
+    augment: str = "auto"  # training augmentation: auto (cifar*-lt, imagenet-lt: crop-flip; else none), none, crop-flip, crop
     data_root: str = ""
     # Model
     backbone: str = "cnn"
@@ -101,6 +107,7 @@ class RunConfig:
     channels_last: bool = False  # model and images in channels-last (NHWC) memory format
     compile: bool = False  # torch.compile the model's forward (in place; first round pays the compile time)
     deterministic: bool = False  # deterministic kernels and cuDNN flags (GPU runs repeat bit for bit; slower)
+    evaluate_test: bool = True  # false: no test-split evaluation at all (validation only; tuning runs)
     # SphereFed / FedLGT (issue 7): multi-label baselines of the FedNCAlign-ML tables
     spherefed_scale: float = 16.0  # SphereFed: s in logit_c = s * cos(z, w_c) (fixed orthonormal classifier)
     spherefed_ridge: float = 0.01  # SphereFed: lambda in W* = (sum_k Z_k^T Z_k + lambda I)^-1 sum_k Z_k^T Y_k
@@ -155,7 +162,9 @@ class RunConfig:
     global_head: str = "psi"  # FedLoGe: global model's classifier "psi" (paper) or "sse-c" (the fixed one)
     la_fr: bool = True  # FedLoGe: personal head phi'_kc = psi_c/||psi_c|| * ||phi_kc|| (Eq. 7); false: raw phi_k
     la_fr_finetune_epochs: int = 0  # FedLoGe: epochs fine-tuning the personal head before the last round's PM
-    fedloge_head_lr: float = 0.03  # FedLoGe: SGD step size of psi and phi_k (the authors' code; momentum: the run's)
+    fedloge_head_lr: float = 0.03  # FedLoGe: SGD step size of psi and phi_k (the authors' code)
+    fedloge_head_momentum: float = 0.5  # FedLoGe: SGD momentum of psi and phi_k (the authors' code)
+    fedloge_head_weight_decay: float = 0.0  # FedLoGe: weight decay of psi and phi_k (the authors' code: none)
 
     # ----------------------------------------------------------------- parsing
     @classmethod
@@ -314,6 +323,13 @@ class RunConfig:
             "an integer >= 0 (0: no fine-tuning)",
         )
         _check(self.fedloge_head_lr > 0, "fedloge-head-lr", self.fedloge_head_lr, "a number > 0")
+        _check(
+            0 <= self.fedloge_head_momentum < 1, "fedloge-head-momentum", self.fedloge_head_momentum, "a number in [0, 1)"
+        )
+        _check(
+            self.fedloge_head_weight_decay >= 0, "fedloge-head-weight-decay", self.fedloge_head_weight_decay,
+            "a number >= 0",
+        )
         _check(self.lr > 0, "lr", self.lr, "a number > 0")
         _check(self.weight_decay >= 0, "weight-decay", self.weight_decay, "a number >= 0")
         _check(0 <= self.momentum < 1, "momentum", self.momentum, "a number in [0, 1)")
@@ -326,12 +342,20 @@ class RunConfig:
         _check(self.imbalance_factor >= 1, "imbalance-factor", self.imbalance_factor, "a number >= 1")
         _check(self.min_partition_size >= 1, "min-partition-size", self.min_partition_size, "an integer >= 1")
         _check(0 <= self.val_fraction < 1, "val-fraction", self.val_fraction, "a number in [0, 1)")
-        _check(self.local_test_size >= 1, "local-test-size", self.local_test_size, "an integer >= 1")
-        _check(self.many_shot_min >= 0, "many-shot-min", self.many_shot_min, "an integer >= 0 (0: thirds)")
-        _check(self.few_shot_max >= 0, "few-shot-max", self.few_shot_max, "an integer >= 0 (0: thirds)")
+        _check(
+            self.local_test_size >= 0, "local-test-size", self.local_test_size,
+            "an integer >= 0 (0: n_kc / n * n_test per class, FedLoGe's sizing; N: N samples per client)",
+        )
+        _check(self.many_shot_min >= 0, "many-shot-min", self.many_shot_min, "an integer >= 0 (used by shot-split=counts)")
+        _check(self.few_shot_max >= 0, "few-shot-max", self.few_shot_max, "an integer >= 0 (used by shot-split=counts)")
         _check(
             (self.many_shot_min == 0) == (self.few_shot_max == 0), "few-shot-max", self.few_shot_max,
-            "set together with many-shot-min (both 0 for the thirds split)",
+            "set together with many-shot-min (both 0 unless shot-split=counts)",
+        )
+        _check(
+            (self.shot_split == "counts") == (self.many_shot_min > 0 or self.few_shot_max > 0), "shot-split",
+            self.shot_split,
+            "counts exactly when many-shot-min and few-shot-max are set (> 0); cumulative or thirds with both 0",
         )
         _check(
             re.fullmatch(r"|cpu|cuda(:[0-9]+)?", self.device) is not None,
@@ -430,7 +454,8 @@ ALGORITHM_KEYS: dict[str, tuple[str, ...]] = {
     "fedncalign-ml": ("fedncalign-formulation", "lambda-rejection", "lambda-contrastive", "tau", "temperature",
                       "fedncalign-warmup", "use-ladm", "classifier", "ladm-queries"),
     "fedloge": ("fedloge-classifier", "sparsity", "sse-c-norm", "head-aggregation", "ga-fr", "global-head",
-                "la-fr", "la-fr-finetune-epochs", "fedloge-head-lr"),
+                "la-fr", "la-fr-finetune-epochs", "fedloge-head-lr", "fedloge-head-momentum",
+                "fedloge-head-weight-decay"),
 }
 
 

@@ -9,9 +9,9 @@ process isolation, so use ``python -m fedapp.simulate`` (the default ``--engine 
 real Flower simulation; use this engine where many runs must fit on a small machine.
 
 The server is the app's :class:`~fedapp.server_loop.FederationServer` (resume, retries, named
-failures) with in-process proxies whose ids are ``partition-id + 1``: with the seeded client
-sampling of :class:`~strategies.base.FederatedStrategy`, a run, and a run resumed from any of its
-checkpoints, are bit-for-bit reproducible here. A client that raises becomes a failure of that
+failures) with in-process proxies whose ids are ``partition-id + 1`` (or any ``node_ids``): with the
+seeded client sampling and partition-ordered aggregation of :class:`~strategies.base.FederatedStrategy`,
+a run, and a run resumed from any of its checkpoints, are bit-for-bit reproducible here. A client that raises becomes a failure of that
 round, as on Ray. Memory: one ``Context`` per node (``context.state`` only grows for nodes that
 trained and keep private state) and the dataset cached once in this process.
 """
@@ -23,7 +23,6 @@ from typing import Any
 
 from flwr.app import Context, RecordDict
 from flwr.common import (
-    Code,
     DisconnectRes,
     EvaluateIns,
     EvaluateRes,
@@ -34,7 +33,6 @@ from flwr.common import (
     GetPropertiesIns,
     GetPropertiesRes,
     ReconnectIns,
-    Status,
 )
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -58,7 +56,7 @@ class InProcessClientProxy(ClientProxy):
         return client_fn(self.context)
 
     def get_properties(self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None) -> GetPropertiesRes:
-        return GetPropertiesRes(status=Status(Code.OK, ""), properties={})
+        return self._client().get_properties(ins)
 
     def get_parameters(self, ins: GetParametersIns, timeout: float | None, group_id: int | None) -> GetParametersRes:
         return self._client().get_parameters(ins)
@@ -73,10 +71,13 @@ class InProcessClientProxy(ClientProxy):
         return DisconnectRes(reason="in-process")
 
 
-def run_inprocess(overrides: dict[str, Any], num_nodes: int, node_config: dict[str, Any] | None = None) -> Path:
+def run_inprocess(overrides: dict[str, Any], num_nodes: int, node_config: dict[str, Any] | None = None,
+                  node_ids: list[int] | None = None) -> Path:
     """Run the app with ``overrides`` on ``num_nodes`` in-process nodes; returns the run directory.
 
-    ``node_config`` is added to every node's config (e.g. ``{"state-dir": ...}``).
+    ``node_config`` is added to every node's config (e.g. ``{"state-dir": ...}``). ``node_ids`` are
+    the node ids of partitions ``0..num_nodes-1`` (default ``partition + 1``); ``flwr run`` draws
+    random ones, which must not change the results.
     """
     run_config = {**RunConfig.default_values(), **overrides}
     config = RunConfig.from_run_config(run_config)
@@ -86,9 +87,12 @@ def run_inprocess(overrides: dict[str, Any], num_nodes: int, node_config: dict[s
     components = server_fn(Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     strategy = components.server.strategy
     manager = SimpleClientManager()
-    for partition_id in range(num_nodes):
+    ids = list(node_ids) if node_ids is not None else [k + 1 for k in range(num_nodes)]
+    if len(ids) != num_nodes or len(set(ids)) != num_nodes:
+        raise ValueError(f"node_ids must be {num_nodes} distinct ids, got {ids}")
+    for partition_id, node_id in enumerate(ids):
         node = {"partition-id": partition_id, "num-partitions": num_nodes, **(node_config or {})}
-        manager.register(InProcessClientProxy(partition_id + 1, node, run_config))
+        manager.register(InProcessClientProxy(node_id, node, run_config))
     server = FederationServer(client_manager=manager, strategy=strategy)
     server.set_max_workers(1)  # one client at a time: deterministic and memory-bounded
     server.fit(num_rounds=components.config.num_rounds, timeout=None)

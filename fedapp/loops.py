@@ -156,19 +156,24 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     device: torch.device | None = None,
-) -> DataLoader:
+    augment: Augment | None = None,
+) -> "DataLoader | AugmentedLoader":
     """A DataLoader over ``dataset``; ``seed`` fixes the shuffling order (the same for every worker count).
 
     Datasets with ``get_batch`` are read a batch at a time (bit for bit the stacked items).
     ``num_workers`` > 0 reads in that many processes; on CUDA ``device`` the batches come in pinned
     memory and the workers persist across epochs.
+
+    With ``augment`` (training only; needs ``shuffle``), every image batch is passed through
+    ``augment(images, generator)`` with the sampler's seeded generator (after it drew the epoch's
+    order), so the augmentation is as reproducible as the order. Without it nothing changes.
     """
     if num_workers < 0:
         raise ValueError(f"num-workers={num_workers!r} is not allowed; allowed: an integer >= 0")
     cuda = device is not None and device.type == "cuda"
     batched = callable(getattr(dataset, "get_batch", None))
     sampler = _EpochSampler(dataset, generator=torch.Generator().manual_seed(seed)) if shuffle else None
-    return DataLoader(
+    loader = DataLoader(
         _BatchReader(dataset) if batched else dataset,
         batch_size=batch_size,
         sampler=sampler,
@@ -180,6 +185,31 @@ def make_loader(
         pin_memory=cuda,
         persistent_workers=cuda and num_workers > 0,
     )
+    if augment is None:
+        return loader
+    if sampler is None:
+        raise ValueError("augment needs a shuffled (training) loader: evaluation data is never augmented")
+    return AugmentedLoader(loader, augment, sampler.generator)
+
+
+class AugmentedLoader:
+    """Iterates a training DataLoader, yielding ``(augment(images, generator), targets)``.
+
+    ``generator`` is the DataLoader's shuffling generator: each epoch draws its order, then the
+    augmentation of each batch in turn, all from one seeded stream.
+    """
+
+    def __init__(self, loader: DataLoader, augment: Augment, generator: torch.Generator) -> None:
+        self.loader = loader
+        self.augment = augment
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, targets in self.loader:
+            yield self.augment(images, self.generator), targets
 
 
 def task_loss(task: Task) -> LossFn:
@@ -284,11 +314,13 @@ def evaluate_model(
     batch_size: int = 512,
     many_shot_min: int = 0,
     few_shot_max: int = 0,
+    shot_split: str = "cumulative",
 ) -> dict[str, float]:
     """The task's metrics of ``model`` on ``dataset`` (see :mod:`fedapp.metrics`).
 
     Multi-label: macro/micro AUC and F1. Single-label: accuracy and many/medium/few-shot accuracy,
-    groups defined by ``train_class_counts`` (thresholds, or thirds when both are 0).
+    groups defined by ``train_class_counts``: by the count thresholds when they are set (> 0),
+    else by ``shot_split`` (``"cumulative"``: FedLoGe's 75%/95% cuts, or ``"thirds"``).
     """
     from fedapp.metrics import multilabel_metrics, singlelabel_metrics
 
@@ -296,5 +328,6 @@ def evaluate_model(
     if task == "multilabel":
         return multilabel_metrics(targets, outputs)
     return singlelabel_metrics(
-        targets, outputs, train_class_counts, many_shot_min or None, few_shot_max or None
+        targets, outputs, train_class_counts, many_shot_min or None, few_shot_max or None,
+        rule="cumulative" if shot_split == "counts" else shot_split,
     )

@@ -22,6 +22,7 @@ import numpy as np
 
 __all__ = [
     "accuracy",
+    "cumulative_shot_groups",
     "multilabel_metrics",
     "per_class_auc",
     "personalized_mean",
@@ -235,13 +236,63 @@ def accuracy(y_true: Any, y_pred: Any) -> float:
     return float(np.mean(true == pred))
 
 
+SHOT_RULES: tuple[str, ...] = ("cumulative", "thirds")
+CUMULATIVE_CUTS: tuple[float, float] = (0.75, 0.95)  # FedLoGe's code: util.util.shot_split([75, 95])
+
+
+def cumulative_shot_groups(
+    train_class_counts: Any, cuts: tuple[float, float] = CUMULATIVE_CUTS
+) -> dict[str, np.ndarray]:
+    """Many/medium/few by cumulative training share, the rule of FedLoGe's code (``shot_split``).
+
+    Sort the classes by descending count n_(1) >= ... >= n_(C) (ties: lower class index first) and
+    let s_i = (n_(1) + ... + n_(i)) / sum(n) be the cumulative share of the first i classes
+    (s_0 = 0). Class (i) covers the share interval (s_(i-1), s_i]. With cuts (a, b) = (0.75, 0.95):
+
+    - many:   the classes up to and including the one whose interval contains a: i <= i_a,
+      i_a = min{i : s_i >= a};
+    - medium: i_a < i <= i_b, i_b = min{i : s_i >= b};
+    - few:    i > i_b.
+
+    So the many-shot classes are the fewest head classes holding at least 75% of the training
+    samples, and the few-shot classes are the tail holding less than the last 5%. If both cuts
+    fall in one class's interval (i_a = i_b), medium is empty.
+
+    Hand example, counts (50, 20, 15, 10, 5) (shares .50 .70 .85 .95 1.0): 0.75 falls in class 2's
+    interval (.70, .85] and 0.95 in class 3's (.85, .95], so many = {0, 1, 2}, medium = {3},
+    few = {4}.
+
+    Args:
+        train_class_counts: ``(C,)`` non-negative integer training counts per class, positive sum.
+        cuts: the two cumulative shares ``0 < a <= b <= 1``.
+
+    Returns:
+        ``{"many", "medium", "few"}`` -> sorted int64 arrays of class indices partitioning ``range(C)``.
+    """
+    counts = _class_counts(train_class_counts)
+    low, high = (float(x) for x in cuts)
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"cuts must satisfy 0 < a <= b <= 1; got {cuts!r}")
+    total = int(counts.sum())
+    if total <= 0:
+        raise ValueError("train_class_counts must have a positive sum for the cumulative shot split; got all zeros")
+    order = np.argsort(-counts, kind="stable")
+    # s_i >= a compared in integers (cumsum_i * 10^4 >= round(a * 10^4) * total), so a class whose
+    # cumulative share is exactly 75% is counted as reaching the cut, as the definition says.
+    cumulative = np.cumsum(counts[order])
+    first_low = int(np.argmax(cumulative * 10_000 >= round(low * 10_000) * total))
+    first_high = int(np.argmax(cumulative * 10_000 >= round(high * 10_000) * total))
+    parts = (order[: first_low + 1], order[first_low + 1 : first_high + 1], order[first_high + 1 :])
+    return {name: np.sort(part).astype(np.int64) for name, part in zip(SHOT_GROUP_NAMES, parts)}
+
+
 def shot_groups(
-    train_class_counts: Any, many_min: int | None = None, few_max: int | None = None
+    train_class_counts: Any, many_min: int | None = None, few_max: int | None = None, rule: str = "cumulative"
 ) -> dict[str, np.ndarray]:
     """Split the classes into many-, medium- and few-shot groups by their training sample count.
 
-    With thresholds (the long-tail convention of Liu et al. 2019, used by FedLoGe, is
-    ``many_min=100, few_max=20``), with n_c = ``train_class_counts[c]``:
+    With thresholds (the long-tail convention of Liu et al. 2019, which FedLoGe follows for
+    ImageNet-LT, is ``many_min=100, few_max=20``), with n_c = ``train_class_counts[c]``:
 
     - many:   n_c > many_min
     - few:    n_c < few_max
@@ -250,16 +301,20 @@ def shot_groups(
     Both thresholds must be given together, and ``few_max <= many_min + 1`` so that no class is both
     many and few.
 
-    Without thresholds (both None; the default, meant for small datasets such as lt-digits and
-    CIFAR-10-LT where the 100/20 rule leaves groups empty): the classes sorted by descending count
-    (ties broken by the lower class index first) are cut into three contiguous groups whose sizes
-    differ by at most one, the earlier groups taking the extra classes (``np.array_split``):
-    10 classes -> 4, 3, 3; 11 -> 4, 4, 3; 2 -> 1, 1, 0.
+    Without thresholds (both None), ``rule`` decides:
+
+    - ``"cumulative"`` (default): :func:`cumulative_shot_groups`, the 75% / 95% cumulative-share
+      cuts of FedLoGe's code (run-config ``shot-split=cumulative``);
+    - ``"thirds"``: the classes sorted by descending count (ties broken by the lower class index
+      first) are cut into three contiguous groups whose sizes differ by at most one, the earlier
+      groups taking the extra classes (``np.array_split``): 10 classes -> 4, 3, 3; 11 -> 4, 4, 3;
+      2 -> 1, 1, 0 (``shot-split=thirds``, this app's rule before it followed the authors').
 
     Args:
         train_class_counts: ``(C,)`` non-negative integer training counts per class.
         many_min: many-shot classes have strictly more training samples than this (int >= 0).
         few_max: few-shot classes have strictly fewer training samples than this (int >= 0).
+        rule: ``"cumulative"`` or ``"thirds"``; read only without thresholds.
 
     Returns:
         ``{"many", "medium", "few"}`` -> sorted int64 arrays of class indices; together they
@@ -268,10 +323,14 @@ def shot_groups(
     counts = _class_counts(train_class_counts)
     if (many_min is None) != (few_max is None):
         raise ValueError(
-            f"many_min and few_max must be given together or both left None (thirds rule); "
+            f"many_min and few_max must be given together or both left None (rule {rule!r}); "
             f"got many_min={many_min!r}, few_max={few_max!r}"
         )
+    if rule not in SHOT_RULES:
+        raise ValueError(f"rule must be one of {', '.join(SHOT_RULES)}; got {rule!r}")
     if many_min is None or few_max is None:
+        if rule == "cumulative":
+            return cumulative_shot_groups(counts)
         order = np.argsort(-counts, kind="stable")
         parts = np.array_split(order, 3)
         return {name: np.sort(part).astype(np.int64) for name, part in zip(SHOT_GROUP_NAMES, parts)}
@@ -295,12 +354,13 @@ def singlelabel_metrics(
     train_class_counts: Any,
     many_min: int | None = None,
     few_max: int | None = None,
+    rule: str = "cumulative",
 ) -> dict[str, float]:
     """Top-1 accuracy overall and on the many/medium/few-shot class groups.
 
     ``accuracy`` is :func:`accuracy` over all N test samples. ``many``, ``medium`` and ``few`` are
     the accuracy over the test samples whose *true* class lies in that group of
-    :func:`shot_groups` (``train_class_counts``, ``many_min``, ``few_max``); NaN when no test sample
+    :func:`shot_groups` (``train_class_counts``, ``many_min``, ``few_max``, ``rule``); NaN when no test sample
     belongs to the group (the group is empty or its classes are absent from the test set).
     Computed on the global model over the balanced global test set, ``accuracy`` is FedLoGe's GM.
 
@@ -309,7 +369,8 @@ def singlelabel_metrics(
         y_pred: ``(N,)`` integer class indices in [0, C).
         train_class_counts: ``(C,)`` non-negative integer training counts per class; C fixes the
             number of classes.
-        many_min, few_max: the thresholds of :func:`shot_groups` (both None: thirds rule).
+        many_min, few_max: the thresholds of :func:`shot_groups` (both None: ``rule``).
+        rule: :func:`shot_groups`'s rule without thresholds, ``"cumulative"`` or ``"thirds"``.
 
     Returns:
         ``{"accuracy", "many", "medium", "few"}`` as Python floats.
@@ -319,7 +380,7 @@ def singlelabel_metrics(
     pred = _labels_1d("y_pred", y_pred, num_classes=counts.shape[0])
     if pred.shape != true.shape:
         raise ValueError(f"y_pred must have the same length as y_true ({true.shape[0]}); got {pred.shape[0]}")
-    groups = shot_groups(counts, many_min=many_min, few_max=few_max)
+    groups = shot_groups(counts, many_min=many_min, few_max=few_max, rule=rule)
     correct = true == pred
     result = {"accuracy": float(np.mean(correct))}
     for name in SHOT_GROUP_NAMES:

@@ -1,14 +1,22 @@
-"""Comparison tables in the layout of the papers: run a sweep, then tabulate it.
+"""Comparison tables in the layout of the papers: (tune,) run a sweep, then tabulate it.
 
     python -m fedapp.tables SETTING [SETTING ...] --algorithms a,b,c --seeds 3 [--rounds R] [--nodes N]
         [--engine inprocess|flower] [-c "key=value ..."] [--out DIR]
+        [--grid "optimizer=sgd,adamw lr=0.01,0.03,0.1" --tune-seed 100 [--tune-rounds R]
+         [--tune-settings S ...] [--method-grid "ALG:key=v1,v2"]]
 
 A SETTING is a preset name (``fedapp/presets/<name>.yaml``) or ``default`` (no preset); ``-c``
 overrides apply to every run. Every (setting, algorithm, seed) runs once, seeds ``0..seeds-1``,
-into ``DIR/runs/<setting>/<algorithm>/seed-<s>`` (a normal run directory). The sweep prints one line
-per run with the elapsed time and an ETA, and resumes: runs whose ``summary.json`` exists with the
-same config are skipped, unfinished ones are rerun, and a finished run with another config is an
-error (choose another ``--out``).
+into ``DIR/runs/<setting>/<algorithm>/seed-<s>`` (a normal run directory), with a progress bar and
+one line per finished run (elapsed time, ETA). A rerun of the same command skips finished runs,
+continues unfinished ones from their checkpoint, and refuses a finished run with another config
+(choose another ``--out``); see :mod:`fedapp.sweep`. Ctrl-C stops after saying what is kept.
+
+**Tuning** (``--grid``; :mod:`fedapp.tuning`): first every algorithm runs the same grid with the
+tuning seed on one setting per data family, scored on the *validation* split (no test data is
+read); then the reporting runs use each method's selected values. The selected values are printed,
+shown beside each method in the table, and the last line printed is a JSON object
+``{"selected": {"fedavg": {"lr": ..., "optimizer": ...}, ...}, "selected_by": "val_...", ...}``.
 
 Output, in ``DIR``:
 
@@ -20,6 +28,7 @@ Output, in ``DIR``:
   sample standard deviation (ddof = 1) over seeds.
 - ``table.csv``: the same numbers in long form, as fractions, with every seed's value.
 - ``table_final.png``, ``table_best.png``: grouped bar charts with std error bars.
+- with ``--grid``: ``selection.json`` (the JSON line) and ``tuning.csv`` (every grid point's score).
 """
 
 from __future__ import annotations
@@ -31,20 +40,38 @@ import json
 import logging
 import math
 import shlex
-import shutil
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import yaml
 
-from fedapp.config import ALGORITHMS, ConfigError, RunConfig, available_presets, keys_read_by, load_preset
+from fedapp.config import ALGORITHMS, ConfigError, RunConfig, available_presets
 from fedapp.results import PROJECT_ROOT
+from fedapp.sweep import (  # noqa: F401 - RunSpec, execute, run_state: part of this module's API (benchmarks)
+    COMPLETED,
+    NO_PRESET,
+    RunSpec,
+    SweepInterrupted,
+    execute,
+    plan_sweep,
+    resolved_config,
+    run_state,
+    run_sweep,
+    setting_overrides,
+    summary_status,
+)
+from fedapp.tuning import (
+    Selection,
+    TuningPlan,
+    parse_grid,
+    parse_method_grids,
+    plan_tuning,
+    select,
+    selection_by_algorithm,
+    selection_json,
+)
 
-NO_PRESET = "default"
 SELECTIONS = ("final", "best")
 SELECTION_TITLES = {
     "final": "Final: test metrics after the last round",
@@ -64,170 +91,6 @@ METHOD_NAMES = {
     "fedrod": "FedROD", "fedbabu": "FedBABU", "fedetf": "FedETF", "ratio-loss": "Ratio Loss",
 }
 GLOBAL_MODEL_METRICS = ("gm", "many", "medium", "few")  # single-label columns measured on the global model
-SWEEP_MARKER = "sweep-run.json"  # written into a run directory when its run finished: {nodes, engine}
-RESERVED = ("algorithm", "seed", "output-dir", "preset")  # set by the runner for each run
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of the sweep: its place in the table, its run config overrides and directory."""
-
-    setting: str
-    algorithm: str
-    seed: int
-    overrides: dict[str, Any]
-    run_dir: Path
-
-    @property
-    def label(self) -> str:
-        return f"{self.setting} {self.algorithm} seed={self.seed}"
-
-
-# ------------------------------------------------------------------------------------------ plan
-def setting_overrides(setting: str) -> dict[str, Any]:
-    """The run-config overrides a setting name stands for (``default``: none)."""
-    if setting == NO_PRESET:
-        return {}
-    load_preset(setting)  # fails now, listing the available presets, if the name is unknown
-    return {"preset": setting}
-
-
-def resolved_config(overrides: dict[str, Any]) -> RunConfig:
-    """The validated config of one run, as the ServerApp will resolve it."""
-    return RunConfig.from_run_config({**RunConfig.default_values(), **overrides})
-
-
-def plan_sweep(
-    settings: Sequence[str], algorithms: Sequence[str], seeds: int, out: Path,
-    extra: dict[str, Any] | None = None, rounds: int | None = None,
-) -> list[RunSpec]:
-    """Every (setting, seed, algorithm) run, validated; seed-major so an interrupted sweep is balanced."""
-    extra = dict(extra or {})
-    reserved = sorted(set(extra) & set(RESERVED))
-    if reserved:
-        raise ConfigError(f"-c must not set {reserved}: the table runner sets them per run "
-                          "(use the positional settings, --algorithms and --seeds)")
-    if rounds is not None:
-        extra["num-server-rounds"] = rounds
-    if seeds < 1:
-        raise ConfigError(f"--seeds={seeds} is not allowed; allowed: an integer >= 1")
-    if not algorithms:
-        raise ConfigError("--algorithms is empty; give a comma-separated list, e.g. fedavg,fedprox")
-    if len(set(algorithms)) != len(algorithms) or len(set(settings)) != len(settings):
-        raise ConfigError("--algorithms and the settings must not repeat a name")
-    from fedapp.registry import get_algorithm
-
-    for algorithm in algorithms:
-        get_algorithm(algorithm)  # unknown or not yet implemented: clear error now, not mid-sweep
-    specs = []
-    for setting in settings:
-        base = setting_overrides(setting)
-        for seed in range(seeds):
-            for algorithm in algorithms:
-                run_dir = (out / "runs" / setting / algorithm / f"seed-{seed}").resolve()
-                overrides = {**base, **extra, "algorithm": algorithm, "seed": seed, "output-dir": str(run_dir)}
-                config = resolved_config(overrides)
-                check_overrides_apply(config, extra)
-                specs.append(RunSpec(setting, algorithm, seed, overrides, run_dir))
-    return specs
-
-
-def check_overrides_apply(config: RunConfig, extra: dict[str, Any]) -> None:
-    """Under a preset, an override equal to the key's *default* is ignored (see fedapp.config): refuse it."""
-    resolved = config.to_kebab()
-    for key, value in extra.items():
-        if key in resolved and resolved[key] != value:
-            raise ConfigError(
-                f"-c {key}={value!r} does not take effect under preset {config.preset!r} (it resolves to "
-                f"{resolved[key]!r}: a value equal to the default does not override a preset); "
-                "use a preset without this key or setting 'default'"
-            )
-
-
-def run_state(spec: RunSpec, nodes: int) -> str:
-    """``done`` (finished with this config), ``partial`` (started, unfinished) or ``new``."""
-    if not spec.run_dir.exists():
-        return "new"
-    summary, config_path = spec.run_dir / "summary.json", spec.run_dir / "config.yaml"
-    if not summary.is_file():
-        return "partial"
-    expected = resolved_config(spec.overrides).to_kebab()
-    found = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    defaults = RunConfig.default_values()
-    # A key missing there was added to the project after that run: fine if this sweep keeps its default.
-    # A key only other algorithms read (e.g. fedlgt-layers for a FedAvg run) never touched that run.
-    compared = keys_read_by(expected["algorithm"]) - {"output-dir"}
-    differing = sorted(k for k in expected if k in compared and found.get(k, defaults[k]) != expected[k])
-    if differing:
-        key = differing[0]
-        raise ConfigError(
-            f"{spec.run_dir} holds a finished run with another config ({key}: {found.get(key)!r} there, "
-            f"{expected[key]!r} now); choose another --out"
-        )
-    marker = spec.run_dir / SWEEP_MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("nodes") != nodes:
-        raise ConfigError(f"{spec.run_dir} was run with nodes={json.loads(marker.read_text()).get('nodes')}, "
-                          f"not {nodes}; choose another --out")
-    return "done"
-
-
-# ------------------------------------------------------------------------------------------- run
-def execute(spec: RunSpec, nodes: int, engine: str) -> None:
-    """Run one (setting, algorithm, seed) into its run directory; raises on failure."""
-    if engine == "inprocess":
-        from fedapp.inprocess import run_inprocess
-
-        run_inprocess(spec.overrides, nodes)
-    else:
-        from fedapp.simulate import main as simulate_main, to_override_string
-
-        code = simulate_main(["--nodes", str(nodes), "-c", to_override_string(spec.overrides)])
-        if code != 0:
-            raise RuntimeError(f"python -m fedapp.simulate exited with {code}; see {spec.run_dir}/simulation.log")
-    if not (spec.run_dir / "summary.json").is_file():
-        raise RuntimeError(f"the run wrote no summary.json in {spec.run_dir}")
-    (spec.run_dir / SWEEP_MARKER).write_text(json.dumps({"nodes": nodes, "engine": engine}))
-
-
-def run_sweep(specs: Sequence[RunSpec], nodes: int, engine: str, stream=None) -> list[tuple[RunSpec, str]]:
-    """Run what is not done yet, one progress line per run; returns the failures (spec, reason)."""
-    stream = stream or sys.stdout
-    states = [run_state(spec, nodes) for spec in specs]
-    todo = sum(state != "done" for state in states)
-    print(f"[tables] {len(specs)} runs ({len(specs) - todo} done earlier, {todo} to run), engine={engine}, "
-          f"nodes={nodes}", file=stream, flush=True)
-    started = time.monotonic()
-    durations: list[float] = []
-    failures: list[tuple[RunSpec, str]] = []
-    width = len(str(len(specs)))
-    for index, (spec, state) in enumerate(zip(specs, states), start=1):
-        prefix = f"[{index:>{width}}/{len(specs)}] {spec.label}:"
-        if state == "done":
-            print(f"{prefix} done earlier, skipped", file=stream, flush=True)
-            continue
-        if state == "partial":
-            shutil.rmtree(spec.run_dir)  # an interrupted run of this sweep: start it again
-        begin = time.monotonic()
-        try:
-            execute(spec, nodes, engine)
-            outcome = summary_line(json.loads((spec.run_dir / "summary.json").read_text()))
-        except Exception as error:  # noqa: BLE001 - one failed run must not stop the sweep
-            failures.append((spec, f"{type(error).__name__}: {error}"))
-            outcome = f"FAILED ({type(error).__name__}: {error})"
-        durations.append(time.monotonic() - begin)
-        todo -= 1
-        eta = _duration(todo * float(np.mean(durations))) if todo else "0s"
-        print(f"{prefix} {outcome} ({durations[-1]:.0f} s) | elapsed {_duration(time.monotonic() - started)}, "
-              f"ETA {eta}", file=stream, flush=True)
-    return failures
-
-
-def summary_line(summary: dict[str, Any]) -> str:
-    task = summary["task"]
-    names = [key for key, _ in COLUMNS[task]][:2]
-    final = " ".join(f"{n}={_num(summary['final'].get(n))}" for n in names)
-    best = " ".join(f"{n}={_num(summary['best'].get(n))}" for n in names)
-    return f"final {final}; best {best} (round {summary.get('best_round')})"
 
 
 # --------------------------------------------------------------------------------------- tabulate
@@ -236,7 +99,7 @@ def collect(specs: Sequence[RunSpec]) -> dict[tuple[str, str], list[tuple[int, d
     table: dict[tuple[str, str], list[tuple[int, dict[str, Any]]]] = {}
     for spec in specs:
         path = spec.run_dir / "summary.json"
-        if path.is_file():
+        if summary_status(spec.run_dir) == COMPLETED:  # failed or interrupted runs stay out of the table
             table.setdefault((spec.setting, spec.algorithm), []).append((spec.seed, json.loads(path.read_text())))
     return table
 
@@ -303,7 +166,10 @@ def format_cell(record: dict[str, Any], expected_seeds: int) -> str:
 
 
 def markdown(records: list[dict[str, Any]], settings: Sequence[str], algorithms: Sequence[str],
-             tasks: dict[str, str], seeds: int, header_lines: Sequence[str]) -> str:
+             tasks: dict[str, str], seeds: int, header_lines: Sequence[str],
+             method_labels: dict[str, str] | None = None) -> str:
+    """Both selections as markdown tables; ``method_labels`` overrides a row's name (e.g. with its tuned values)."""
+    labels = method_labels or {}
     lines = list(header_lines)
     for selection in SELECTIONS:
         lines += ["", f"### {SELECTION_TITLES[selection]}", ""]
@@ -314,7 +180,7 @@ def markdown(records: list[dict[str, Any]], settings: Sequence[str], algorithms:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         index = {(r["selection"], r["setting"], r["algorithm"], r["metric"]): r for r in records}
         for algorithm in algorithms:
-            cells = [METHOD_NAMES.get(algorithm, algorithm)]
+            cells = [labels.get(algorithm, METHOD_NAMES.get(algorithm, algorithm))]
             for setting in settings:
                 cells += [format_cell(index[(selection, setting, algorithm, metric)], seeds)
                           for metric, _ in COLUMNS[tasks[setting]]]
@@ -370,12 +236,13 @@ def bar_chart(records: list[dict[str, Any]], settings: Sequence[str], algorithms
 
 
 def write_outputs(specs: Sequence[RunSpec], settings: Sequence[str], algorithms: Sequence[str], seeds: int,
-                  out: Path, header_lines: Sequence[str]) -> dict[str, Path]:
+                  out: Path, header_lines: Sequence[str], method_labels: dict[str, str] | None = None
+                  ) -> dict[str, Path]:
     """table.md, table.csv and the bar charts in ``out``; returns their paths."""
     tasks, records = table_cells(specs, settings, algorithms)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out / "table.md", "csv": out / "table.csv"}
-    paths["markdown"].write_text(markdown(records, settings, algorithms, tasks, seeds, header_lines))
+    paths["markdown"].write_text(markdown(records, settings, algorithms, tasks, seeds, header_lines, method_labels))
     write_csv(records, paths["csv"])
     for selection in SELECTIONS:
         paths[f"chart_{selection}"] = bar_chart(records, settings, algorithms, tasks, selection,
@@ -384,8 +251,11 @@ def write_outputs(specs: Sequence[RunSpec], settings: Sequence[str], algorithms:
 
 
 def describe_settings(specs: Sequence[RunSpec], settings: Sequence[str], seeds: int, nodes: int,
-                      engine: str, command: str) -> list[str]:
-    """The table's header: command, budget, and what each setting resolves to (keys off their default)."""
+                      engine: str, command: str, tuned: Sequence[str] = ()) -> list[str]:
+    """The table's header: command, budget, and what each setting resolves to (keys off their default).
+
+    ``tuned``: keys set per method by tuning (shown beside each method, not here).
+    """
     defaults = RunConfig.default_values()
     lines = [f"<!-- generated by: {command} -->",
              f"Seeds {', '.join(str(s) for s in range(seeds))}; {nodes} clients; engine {engine}. "
@@ -394,7 +264,7 @@ def describe_settings(specs: Sequence[RunSpec], settings: Sequence[str], seeds: 
         spec = next(s for s in specs if s.setting == setting)
         config = resolved_config(spec.overrides).to_kebab()
         changed = {k: v for k, v in config.items()
-                   if k not in ("algorithm", "seed", "output-dir", "preset") and v != defaults[k]}
+                   if k not in ("algorithm", "seed", "output-dir", "preset", *tuned) and v != defaults[k]}
         shown = ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "all defaults"
         lines.append(f"- **{setting}**: {shown}; rounds={config['num-server-rounds']}, "
                      f"local-epochs={config['local-epochs']}")
@@ -419,60 +289,178 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="", help="output directory (default outputs/tables/<settings>)")
     parser.add_argument("--table-only", action="store_true", help="do not run anything; tabulate what is there")
     parser.add_argument("--verbose", action="store_true", help="keep Flower's per-round log (inprocess)")
+    tuning = parser.add_argument_group("tuning (on the validation split, before the reporting runs)")
+    tuning.add_argument("--grid", default="",
+                        help='the grid every algorithm gets, e.g. "optimizer=sgd,adamw lr=0.01,0.03,0.1"')
+    tuning.add_argument("--method-grid", action="append", default=[],
+                        help='a method\'s own keys added to its grid, e.g. "fedprox:mu=0.001,0.01" '
+                             "(the budget must stay equal for every algorithm)")
+    tuning.add_argument("--tune-seed", type=int, default=None, help="seed of the tuning runs (not a reporting seed)")
+    tuning.add_argument("--tune-rounds", type=int, default=None, help="rounds of each tuning run (default --rounds)")
+    tuning.add_argument("--tune-settings", nargs="+", default=None,
+                        help="settings to tune on, one per data family (default: the first setting of each)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     algorithms = [a.strip() for a in args.algorithms.split(",") if a.strip()]
-    out = Path(args.out or PROJECT_ROOT / "outputs" / "tables" / "+".join(args.settings)).resolve()
+    out = Path(args.out or PROJECT_ROOT / "outputs" / "tables" / "+".join(args.settings)).expanduser().resolve()
+    command = "python -m fedapp.tables " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     try:
+        check_out(out, args.out)
         from flwr.common.config import parse_config_args
 
         extra = parse_config_args(args.run_config) if args.run_config else {}
         if args.nodes < 1:
             raise ConfigError(f"--nodes={args.nodes} is not allowed; allowed: an integer >= 1")
-        specs = plan_sweep(args.settings, algorithms, args.seeds, out, extra, args.rounds)
-        failures = [] if args.table_only else _run(specs, args)
+        tuning = plan_tuning_from_args(args, algorithms, out, extra)
+        if tuning is not None:
+            plan_sweep(args.settings, algorithms, args.seeds, out, extra, args.rounds)  # fail early, before tuning
+            failures = [] if args.table_only else _run(tuning.specs, args, "tuning")
+            selections = select(tuning)
+            print_selection(tuning, selections, algorithms)
+            per_algorithm = {s: selection_by_algorithm(tuning, selections, s) for s in args.settings}
+            specs = [spec for setting in args.settings for spec in plan_sweep(
+                [setting], [a for a in algorithms if a in per_algorithm[setting]], args.seeds, out, extra,
+                args.rounds, per_algorithm[setting])]
+            failures += [(spec, "tuning selected nothing: every grid point failed") for spec in tuning.specs
+                         if spec.point == tuning.points[spec.algorithm][0]
+                         and not math.isfinite(selections[(spec.setting, spec.algorithm)].score)]
+        else:
+            specs = plan_sweep(args.settings, algorithms, args.seeds, out, extra, args.rounds)
+            failures, selections = [], {}
+        if not args.table_only:
+            failures += _run(specs, args, "tables")
+    except SweepInterrupted as stop:
+        where = f"; {stop.current.label} keeps its last checkpoint in {stop.current.run_dir}" if stop.current else ""
+        print(f"interrupted: {stop.finished} of {stop.total} runs finished and kept{where}; "
+              "rerun the same command to continue", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted before any run started; nothing was written", file=sys.stderr)
+        return 130
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = "python -m fedapp.tables " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    header = describe_settings(specs, args.settings, args.seeds, args.nodes, args.engine, command)
-    paths = write_outputs(specs, args.settings, algorithms, args.seeds, out, header)
+    tuned_keys = sorted({k for sel in selections.values() for k in sel.values})
+    header = describe_settings(specs, args.settings, args.seeds, args.nodes, args.engine, command, tuned_keys)
+    labels = {}
+    if tuning is not None:
+        header += tuning_header(tuning)
+        labels = method_labels(tuning, selections, algorithms)
+    paths = write_outputs(specs, args.settings, algorithms, args.seeds, out, header, labels)
+    if tuning is not None:
+        paths.update(write_tuning(tuning, selections, out))
     print(paths["markdown"].read_text())
     for name, path in paths.items():
         print(f"{name}: {path}")
     for spec, reason in failures:
         print(f"failed: {spec.label}: {reason}", file=sys.stderr)
+    if tuning is not None:
+        print(json.dumps(selection_json(tuning, selections)))
     return 1 if failures else 0
 
 
-def _run(specs: Sequence[RunSpec], args: argparse.Namespace) -> list[tuple[RunSpec, str]]:
+def check_out(out: Path, given: str) -> None:
+    """``--out`` must be a directory that exists or can be created."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out={given or str(out)!r} is a file; allowed: a directory (existing or new)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"--out={given or str(out)!r} cannot be created ({error.strerror or error}); "
+                          "allowed: a writable directory") from None
+
+
+def plan_tuning_from_args(args: argparse.Namespace, algorithms: Sequence[str], out: Path,
+                          extra: dict[str, Any]) -> TuningPlan | None:
+    """The tuning plan of ``--grid``/``--method-grid``, or None without them (tuning options refused)."""
+    if not args.grid and not args.method_grid:
+        given = [name for name, value in (("--tune-seed", args.tune_seed), ("--tune-rounds", args.tune_rounds),
+                                          ("--tune-settings", args.tune_settings)) if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} without --grid is not allowed; add --grid \"key=v1,v2 ...\"")
+        return None
+    if args.tune_seed is None:
+        raise ConfigError("--grid needs --tune-seed (a seed that is not a reporting seed, e.g. 100)")
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds={args.seeds} is not allowed; allowed: an integer >= 1")
+    rounds = args.tune_rounds or args.rounds or resolved_config(dict(extra)).num_server_rounds
+    if rounds < 1:
+        raise ConfigError(f"--tune-rounds={rounds} is not allowed; allowed: an integer >= 1")
+    from fedapp.sweep import check_algorithms, check_extra
+
+    check_extra(extra)
+    check_algorithms(args.settings, algorithms)
+    return plan_tuning(args.settings, algorithms, parse_grid(args.grid), parse_method_grids(args.method_grid),
+                       args.tune_seed, list(range(args.seeds)), rounds, out, extra, args.tune_settings)
+
+
+def format_values(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
+def print_selection(plan: TuningPlan, selections: dict[tuple[str, str], Selection], algorithms: Sequence[str]) -> None:
+    for setting in plan.tune_settings:
+        for algorithm in algorithms:
+            sel = selections[(setting, algorithm)]
+            shown = format_values(sel.values) if math.isfinite(sel.score) else "nothing (every grid point failed)"
+            print(f"[tuning] {setting} {algorithm}: selected {shown} (score {sel.score:.4f})", flush=True)
+
+
+def method_labels(plan: TuningPlan, selections: dict[tuple[str, str], Selection],
+                  algorithms: Sequence[str]) -> dict[str, str]:
+    """``FedAvg (optimizer=sgd, lr=0.1)``; with several tuning settings, one group per setting."""
+    labels = {}
+    for algorithm in algorithms:
+        name = METHOD_NAMES.get(algorithm, algorithm)
+        parts = []
+        for setting in plan.tune_settings:
+            sel = selections[(setting, algorithm)]
+            shown = format_values(sel.values) if math.isfinite(sel.score) else "not selected"
+            parts.append(shown if len(plan.tune_settings) == 1 else f"{setting}: {shown}")
+        labels[algorithm] = f"{name} ({'; '.join(parts)})"
+    return labels
+
+
+def tuning_header(plan: TuningPlan) -> list[str]:
+    budgets = sorted({plan.budget(a) for a in plan.points})
+    return [f"- **Tuning**: every method ran its grid on {', '.join(plan.tune_settings)} with seed {plan.seed} "
+            f"(not a reporting seed), {plan.rounds} rounds, validation split only (evaluate-test=false); "
+            f"selected on the validation main metric at the last tuning round; budget per method: "
+            f"{', '.join(budgets)}. The selected values are shown beside each method."]
+
+
+def write_tuning(plan: TuningPlan, selections: dict[tuple[str, str], Selection], out: Path) -> dict[str, Path]:
+    """``selection.json`` and ``tuning.csv`` (every grid point's validation score)."""
+    paths = {"selection": out / "selection.json", "tuning_csv": out / "tuning.csv"}
+    paths["selection"].write_text(json.dumps(selection_json(plan, selections), indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["setting", "algorithm", "point", "score", "selected"])
+    for (setting, algorithm), sel in selections.items():
+        for point, value in sel.scores:
+            writer.writerow([setting, algorithm, format_values(point), _csv_number(value),
+                             int(point == sel.values and math.isfinite(sel.score))])
+    paths["tuning_csv"].write_text(buffer.getvalue())
+    return paths
+
+
+def _run(specs: Sequence[RunSpec], args: argparse.Namespace, title: str) -> list[tuple[RunSpec, str]]:
     if args.engine == "inprocess" and not args.verbose:
         from flwr.common.logger import FLOWER_LOGGER
 
         FLOWER_LOGGER.setLevel(logging.WARNING)  # the sweep's own lines are the progress
-    return run_sweep(specs, args.nodes, args.engine)
+    return run_sweep(specs, args.nodes, args.engine, title=title)
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if _is_number(value) else "n/a"
-
-
 def _csv_number(value: float) -> str:
-    return "" if math.isnan(value) else repr(value)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")
+    return "" if math.isnan(value) or math.isinf(value) else repr(value)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from ._validation import check_class_presence_ratio
-from .dirichlet import dirichlet_partition
+from .dirichlet import dirichlet_partition, dirichlet_sample_partition
 from .iid import iid_partition
 from .multilabel import multilabel_partition
 
@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 
 #: Partitioning schemes understood by :func:`partition_dataset`.
 SCHEMES = ("dirichlet", "iid")
+#: How single-label Dirichlet partitions assign a class's samples (run-config ``dirichlet-mode``).
+DIRICHLET_MODES = ("per-sample", "cut")
 
 
 def partition_dataset(
@@ -26,17 +28,21 @@ def partition_dataset(
     seed: int,
     min_size: int = 1,
     spread_negatives: bool = False,
+    dirichlet_mode: str = "per-sample",
 ) -> list[np.ndarray]:
     """Split a dataset over ``num_clients`` clients by ``scheme``; K sorted int64 index arrays.
 
     ``scheme`` is the run-config key ``partition``; the other arguments are ``alpha``,
-    ``class-presence-ratio``, ``seed`` and ``min-partition-size``.
+    ``class-presence-ratio``, ``seed``, ``min-partition-size`` and ``dirichlet-mode``.
 
     - ``"iid"``: :func:`iid_partition` over ``len(labels)`` samples. IID means no label skew, so
       ``alpha`` and ``class_presence_ratio`` do not apply and are not read.
-    - ``"dirichlet"`` with 1-D integer labels: :func:`dirichlet_partition` (also FedLoGe's
-      long-tail case). The class-presence ratio is only defined for multi-label data, so it must
-      be 1 here; anything else raises rather than being silently ignored.
+    - ``"dirichlet"`` with 1-D integer labels (every single-label dataset here is long-tailed):
+      ``dirichlet_mode="per-sample"`` (default) :func:`dirichlet_sample_partition`, FedLoGe's
+      partition, each sample drawn to a client from its class's Dirichlet shares; ``"cut"``
+      :func:`dirichlet_partition`, each class cut at its shares. The class-presence ratio is only
+      defined for multi-label data, so it must be 1 here; anything else raises rather than being
+      silently ignored.
     - ``"dirichlet"`` with a 2-D multi-hot matrix: :func:`multilabel_partition` with
       ``spread_negatives`` passed through. Samples eligible on no client are dropped and their
       count is logged as a warning; call :func:`multilabel_partition` directly to get them.
@@ -57,7 +63,11 @@ def partition_dataset(
                 f"class-presence-ratio={class_presence_ratio} applies only to multi-label (2-D) labels; "
                 "allowed for single-label data: 1.0"
             )
-        return dirichlet_partition(labels, num_clients, alpha, seed, min_size)
+        if dirichlet_mode not in DIRICHLET_MODES:
+            allowed = ", ".join(DIRICHLET_MODES)
+            raise ValueError(f"dirichlet-mode={dirichlet_mode!r} is not allowed; allowed: {allowed}")
+        scheme_fn = dirichlet_sample_partition if dirichlet_mode == "per-sample" else dirichlet_partition
+        return scheme_fn(labels, num_clients, alpha, seed, min_size)
     result = multilabel_partition(
         labels, num_clients, alpha, class_presence_ratio, seed, min_size, spread_negatives
     )

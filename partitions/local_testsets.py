@@ -2,6 +2,13 @@
 
 FedLoGe samples each client's local test set from the balanced global test set so that it has the
 same class distribution as the client's training set; PM is the mean local test accuracy.
+
+Sizes: the authors' code (``util/dataset.py``, github.com/ZackZikaiXiao/FedLoGe) gives client k
+``floor(n_kc / n * n_test)`` test samples of class c, n the training samples of all clients and
+n_test the global test set's size (:func:`proportional_test_sizes`; run-config
+``local-test-size=0``, the default), so the local test sets together are about as large as the
+global one and a client's is as large as its share of the training data. ``local-test-size=N``
+gives every client N samples instead (:func:`proportional_allocation`; 100 was this app's default).
 """
 
 from __future__ import annotations
@@ -25,6 +32,61 @@ def proportional_allocation(class_counts: np.ndarray, size: int) -> np.ndarray:
     order = np.argsort(-(exact - targets), kind="stable")
     targets[order[:leftover]] += 1
     return targets
+
+
+def proportional_test_sizes(client_class_counts: np.ndarray, num_test: int) -> np.ndarray:
+    """Per-client, per-class local test sizes ``t_kc = floor(n_kc / n * n_test)`` (FedLoGe's code).
+
+    ``client_class_counts`` is ``(K, C)`` training counts n_kc, n = their sum over all clients and
+    classes, ``num_test`` = n_test. Hand example: counts ((6, 2), (0, 2)), n = 10, n_test = 5 ->
+    ((3, 1), (0, 1)).
+
+    One departure: a client whose every t_kc floors to 0 (it holds less than n / n_test samples)
+    would get an empty test set, on which accuracy is undefined; it gets one sample of its most
+    frequent class (the lowest class index on ties). The authors' CIFAR setting (n_test = 10,000 for
+    n of 10,000 to 20,000) never reaches this case.
+
+    Returns
+    -------
+    np.ndarray
+        ``(K, C)`` int64 sizes.
+    """
+    counts = np.asarray(client_class_counts)
+    if counts.ndim != 2 or not np.issubdtype(counts.dtype, np.number) or not np.isfinite(counts).all():
+        raise ValueError(f"client_class_counts must be a (K, C) array of finite counts, got shape {counts.shape}")
+    if (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError("client_class_counts must be >= 0 with a positive sum")
+    if isinstance(num_test, bool) or not isinstance(num_test, (int, np.integer)) or num_test < 1:
+        raise ValueError(f"num_test={num_test!r} is invalid: must be an integer >= 1")
+    counts = counts.astype(np.int64)
+    sizes = counts * int(num_test) // int(counts.sum())  # exact floor in integers
+    for k in np.flatnonzero((sizes.sum(axis=1) == 0) & (counts.sum(axis=1) > 0)):
+        sizes[k, int(np.argmax(counts[k]))] = 1
+    return sizes
+
+
+def sample_local_test(test_labels: np.ndarray, targets: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted int64 test indices with ``targets[c]`` samples of every class c.
+
+    Each class's samples are drawn from the global test samples of that class without replacement,
+    or with replacement only when the pool has fewer than ``targets[c]`` (duplicates only then).
+    """
+    test_labels = check_int_labels(test_labels, "test_labels")
+    targets = np.asarray(targets)
+    if targets.ndim != 1 or not np.issubdtype(targets.dtype, np.integer) or (targets < 0).any():
+        raise ValueError(f"targets must be a 1-D array of integer counts >= 0, got {targets!r}")
+    if targets.sum() < 1:
+        raise ValueError("targets must ask for at least one test sample")
+    rng = np.random.default_rng(check_seed(seed))
+    chosen = []
+    for c, target in enumerate(targets):
+        if target == 0:
+            continue
+        pool = np.flatnonzero(test_labels == c)
+        if len(pool) == 0:
+            raise ValueError(f"class {c} is in the client's training set but has no sample in test_labels")
+        chosen.append(rng.choice(pool, size=int(target), replace=bool(target > len(pool))))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 def local_test_indices(
@@ -68,13 +130,4 @@ def local_test_indices(
         )
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size={size!r} is invalid: must be an integer >= 1")
-    rng = np.random.default_rng(check_seed(seed))
-    chosen = []
-    for c, target in enumerate(proportional_allocation(counts, int(size))):
-        if target == 0:
-            continue
-        pool = np.flatnonzero(test_labels == c)
-        if len(pool) == 0:
-            raise ValueError(f"class {c} is in the client's training set but has no sample in test_labels")
-        chosen.append(rng.choice(pool, size=target, replace=target > len(pool)))
-    return np.sort(np.concatenate(chosen)).astype(np.int64)
+    return sample_local_test(test_labels, proportional_allocation(counts, int(size)), seed)

@@ -6,8 +6,13 @@
   strategy appends, such as control variates, are checked for shape, dtype and finiteness only).
   Bad updates are dropped with the client id and the reason logged, and counted.
 - **Partial participation**: ``fraction-fit``/``fraction-evaluate`` of the connected clients are
-  sampled each round, with a seeded draw per (seed, round, attempt), so that a resumed run samples
-  what an uninterrupted one would; ``min-available-clients`` must be connected first. A round with
+  sampled each round, with a seeded draw per (seed, round, attempt) over the clients ordered by
+  *partition id*, so that a run, a repeated run and a resumed run sample the same partitions;
+  ``min-available-clients`` must be connected first.
+- **A fixed order**: replies are aggregated in partition-id order. Flower's node ids are random
+  for every ``flwr run`` (and a resumed run gets new ones), so neither the draw nor the floating-point
+  sum may depend on them. Fit and evaluate replies carry ``partition-id``; before a partial sample,
+  clients whose partition is not known yet are asked once (``get_properties``). A round with
   fewer valid updates than ``min-fit-clients`` is never aggregated: it is skipped (the global model
   stays), retried with a new sample, or stops the run, as ``on-insufficient-clients`` says
   (``skip``, ``retry`` up to ``round-retries`` times then skip, ``fail``).
@@ -29,7 +34,7 @@ Contract for subclasses:
 - ``aggregate_fit``, however overridden, only ever sees validated results: every subclass's
   ``aggregate_fit`` is wrapped (``__init_subclass__``) so that the results are screened first
   (validation, failure logging, the ``min-fit-clients`` rule) and the override receives the accepted
-  ``(proxy, FitRes)`` pairs, sorted by client id. A ``super().aggregate_fit`` call inside it is not
+  ``(proxy, FitRes)`` pairs, sorted by partition id. A ``super().aggregate_fit`` call inside it is not
   screened twice. What it returns becomes ``self.current`` (the arrays the next round sends and the
   checkpoint saves).
 - A strategy whose clients return more arrays than the global model (e.g. model + control-variate
@@ -41,6 +46,7 @@ Contract for subclasses:
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
 import time
@@ -51,10 +57,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from flwr.common import (
+    Code,
     EvaluateIns,
     EvaluateRes,
     FitIns,
     FitRes,
+    GetPropertiesIns,
     Parameters,
     Scalar,
     log,
@@ -160,18 +168,21 @@ def sample_indices(num_available: int, num_clients: int, seed: int, server_round
 
 
 class SeededClientManager(ClientManager):
-    """A view of the real client manager whose ``sample`` is a seeded draw over the sorted client ids.
+    """A view of the real client manager whose ``sample`` is a seeded draw over an ordered list of clients.
 
     Flower's ``SimpleClientManager.sample`` uses the unseeded global ``random``; this makes the
-    sample a function of (seed, round, attempt), so runs and resumed runs are reproducible (with the
-    in-process engine, whose client ids are fixed; Ray simulations draw new node ids every run).
+    sample a function of (seed, round, attempt) and of the order ``order(clients)`` puts the
+    available clients in. The strategy orders them by partition id, which, unlike Flower's node
+    ids, is the same in every run and after a resume.
     """
 
     def __init__(self, inner: ClientManager, seed: int, server_round: int, attempt: int, purpose: int,
-                 wait_timeout: int = AVAILABILITY_TIMEOUT_S) -> None:
+                 wait_timeout: int = AVAILABILITY_TIMEOUT_S,
+                 order: Callable[[dict[str, ClientProxy]], list[str]] | None = None) -> None:
         self.inner = inner
         self.key = (seed, server_round, attempt, purpose)
         self.wait_timeout = wait_timeout
+        self.order = order or (lambda clients: sorted(clients, key=_cid_key))
         self.shortfall: str | None = None  # why the last sample came back short, if it did
 
     def num_available(self) -> int:
@@ -196,16 +207,30 @@ class SeededClientManager(ClientManager):
             self.shortfall = (f"only {self.inner.num_available()} clients connected after {self.wait_timeout} s, "
                               f"{needed} needed (min-available-clients / min-fit-clients)")
             return []
-        clients = self.inner.all()
-        ids = sorted((cid for cid in clients if criterion is None or criterion.select(clients[cid])), key=_cid_key)
-        if num_clients > len(ids):
-            self.shortfall = f"only {len(ids)} clients available, {num_clients} needed"
+        clients = {cid: proxy for cid, proxy in self.inner.all().items()
+                   if criterion is None or criterion.select(proxy)}
+        if num_clients > len(clients):
+            self.shortfall = f"only {len(clients)} clients available, {num_clients} needed"
             return []
+        if num_clients == len(clients):  # everyone: no draw, so no need to know the order
+            return [clients[cid] for cid in sorted(clients, key=_cid_key)]
+        ids = self.order(clients)
         return [clients[ids[i]] for i in sample_indices(len(ids), num_clients, *self.key)]
 
 
 def _cid_key(cid: str) -> tuple[int, Any]:
     return (0, int(cid)) if str(cid).lstrip("-").isdigit() else (1, str(cid))
+
+
+def ask_partition(proxy: ClientProxy, timeout: float | None = AVAILABILITY_TIMEOUT_S) -> int | None:
+    """The partition id a client reports in its properties, or None if it reports none or fails."""
+    try:
+        res = proxy.get_properties(GetPropertiesIns(config={}), timeout, None)
+    except Exception as error:  # noqa: BLE001 - an unreachable client is ordered last, not fatal
+        log(WARNING, "node %s did not report its partition id: %s", proxy.cid, short_reason(error))
+        return None
+    value = res.properties.get(PARTITION_METRIC) if res.status.code == Code.OK else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _screened(method: Callable) -> Callable:
@@ -263,7 +288,8 @@ class FederatedStrategy(FedAvg):
         defaults: dict[str, Any] = dict(
             fraction_fit=cfg.fraction_fit,
             # Personalized accuracy (PM) is defined for single-label data only.
-            fraction_evaluate=cfg.fraction_evaluate if task == "singlelabel" else 0.0,
+            # Without the test split (evaluate-test=false) there are no local test sets either.
+            fraction_evaluate=cfg.fraction_evaluate if task == "singlelabel" and cfg.evaluate_test else 0.0,
             min_fit_clients=cfg.min_fit_clients,
             min_evaluate_clients=1,
             min_available_clients=cfg.min_available_clients,
@@ -365,7 +391,8 @@ class FederatedStrategy(FedAvg):
             self.recorder.start_round(server_round)
             self.recorder.add(server_round, round_skipped=False, clients_selected=0, clients_ok=0,
                               clients_rejected=0, clients_failed=0, bytes_sent=0, bytes_received=0)
-        sampler = SeededClientManager(client_manager, self.config.seed, server_round, attempt, purpose=0)
+        sampler = SeededClientManager(client_manager, self.config.seed, server_round, attempt, purpose=0,
+                                      order=self.partition_order)
         instructions = super().configure_fit(server_round, parameters, sampler)
         instructions = [(proxy, FitIns(ins.parameters, self._with_run_keys(ins.config, server_round)))
                         for proxy, ins in instructions]
@@ -384,7 +411,8 @@ class FederatedStrategy(FedAvg):
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         if self.fraction_evaluate == 0.0:
             return []
-        sampler = SeededClientManager(client_manager, self.config.seed, server_round, 0, purpose=1)
+        sampler = SeededClientManager(client_manager, self.config.seed, server_round, 0, purpose=1,
+                                      order=self.partition_order)
         instructions = super().configure_evaluate(server_round, parameters, sampler)
         return [(proxy, EvaluateIns(ins.parameters, self._with_run_keys(ins.config, server_round)))
                 for proxy, ins in instructions]
@@ -414,8 +442,7 @@ class FederatedStrategy(FedAvg):
         """Validate, log and count a round's replies; None if too few are valid to aggregate."""
         received = sum(payload_bytes(parameters_to_ndarrays(res.parameters)) for _, res in results)
         for proxy, res in results:
-            if PARTITION_METRIC in res.metrics:
-                self._partition_of[str(proxy.cid)] = int(res.metrics[PARTITION_METRIC])
+            self.partition_key(str(proxy.cid), res.metrics)  # learn node id -> partition id
             if self.partition_counts is None and NUM_PARTITIONS_METRIC in res.metrics:
                 self.record_partition(int(res.metrics[NUM_PARTITIONS_METRIC]))
         accepted, rejected = self.validate_results(server_round, results)
@@ -435,12 +462,12 @@ class FederatedStrategy(FedAvg):
     def validate_results(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
     ) -> tuple[list[tuple[ClientProxy, FitRes]], int]:
-        """The results that pass :func:`check_update`, sorted by client id, and how many were rejected."""
+        """The results that pass :func:`check_update`, sorted by partition id, and how many were rejected."""
         accepted = []
         bound = self.config.max_update_norm or None
         origin = self.update_reference(server_round)
         # Replies arrive in completion order; a fixed order makes aggregation bit-reproducible.
-        for proxy, res in sorted(results, key=lambda pair: _cid_key(str(pair[0].cid))):
+        for proxy, res in self.in_partition_order(results):
             reason = check_update(parameters_to_ndarrays(res.parameters), self.reference, bound, origin)
             if reason is None and res.num_examples <= 0:
                 reason = f"num_examples={res.num_examples}"
@@ -512,20 +539,26 @@ class FederatedStrategy(FedAvg):
         if self.fraction_evaluate == 0.0:
             self.end_round(server_round)
         main = self.recorder.main_metric
-        return 1.0 - metrics[f"test_{main}"], metrics
+        prefix = "test" if f"test_{main}" in metrics else "val"
+        return 1.0 - metrics.get(f"{prefix}_{main}", math.nan), metrics
+
+    def evaluation_sets(self) -> dict[str, Any]:
+        """The server's evaluation sets by metric prefix: ``test`` (unless evaluate-test=false), ``val``."""
+        data = self.setup.data
+        sets: dict[str, Any] = {"test": data.bundle.test} if self.config.evaluate_test else {}
+        if len(data.validation_indices):
+            sets["val"] = data.validation
+        return sets
 
     def server_metrics(self, model: nn.Module) -> dict[str, float]:
-        """``val_*`` and ``test_*`` metrics of ``model``."""
+        """``val_*`` and ``test_*`` metrics of ``model`` (see :meth:`evaluation_sets`)."""
         data, cfg = self.setup.data, self.config
         counts = data.bundle.class_counts()
         metrics: dict[str, float] = {}
-        sets = {"test": data.bundle.test}
-        if len(data.validation_indices):
-            sets["val"] = data.validation
-        for prefix, dataset in sets.items():
+        for prefix, dataset in self.evaluation_sets().items():
             values = evaluate_model(
                 model, dataset, data.bundle.task, self.setup.device, counts,
-                cfg.eval_batch_size, cfg.many_shot_min, cfg.few_shot_max,
+                cfg.eval_batch_size, cfg.many_shot_min, cfg.few_shot_max, shot_split=cfg.shot_split,
             )
             metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
         return metrics
@@ -585,6 +618,29 @@ class FederatedStrategy(FedAvg):
         """End the round if no hook did (e.g. nobody could be sampled for federated evaluation)."""
         if self.recorder.is_open(server_round):
             self.end_round(server_round)
+
+    # ------------------------------------------------------------- ordering
+    def partition_key(self, cid: str, metrics: dict[str, Scalar] | None = None) -> tuple[int, Any]:
+        """Sort key of a client: its partition id (from ``metrics`` or learnt earlier), else its node id last."""
+        if metrics is not None and PARTITION_METRIC in metrics:
+            self._partition_of[cid] = int(metrics[PARTITION_METRIC])
+        partition = self._partition_of.get(cid)
+        return (0, partition, 0) if partition is not None else (1, 0, _cid_key(cid))
+
+    def in_partition_order(self, results: Sequence[tuple[ClientProxy, Any]]) -> list[tuple[ClientProxy, Any]]:
+        """Fit or evaluate replies sorted by the partition id each carries (stable across runs)."""
+        return sorted(results, key=lambda pair: self.partition_key(str(pair[0].cid), pair[1].metrics))
+
+    def partition_order(self, clients: dict[str, ClientProxy]) -> list[str]:
+        """The node ids of ``clients`` in partition-id order; unknown partitions are asked for first."""
+        unknown = [cid for cid in clients if cid not in self._partition_of]
+        if unknown:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(unknown), 16)) as pool:
+                answers = list(pool.map(lambda cid: ask_partition(clients[cid]), unknown))
+            for cid, partition in zip(unknown, answers):
+                if partition is not None:
+                    self._partition_of[cid] = partition
+        return sorted(clients, key=self.partition_key)
 
     # ---------------------------------------------------------------- helpers
     def _client_name(self, cid: str) -> str:

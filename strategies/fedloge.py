@@ -151,16 +151,14 @@ class FedLoGeStrategy(FederatedStrategy):
         net, cfg, data = model.net, self.config, self.setup.data
         psi = net.global_head.weight.detach()
         variants = {"gm_psi_ga_fr": ga_fr(psi), "gm_psi": psi, "gm_fixed": net.fixed_classifier.T}
-        sets = {"test": data.bundle.test}
-        if len(data.validation_indices):
-            sets["val"] = data.validation
         metrics: dict[str, float] = {}
-        for prefix, dataset in sets.items():
+        for prefix, dataset in self.evaluation_sets().items():
             features, labels = pooled_features(net, dataset, self.setup.device, cfg.eval_batch_size)
             truth = labels.cpu().numpy()
             main = _predict(features, model.weight)
             values = singlelabel_metrics(truth, main, data.bundle.class_counts(),
-                                         cfg.many_shot_min or None, cfg.few_shot_max or None)
+                                         cfg.many_shot_min or None, cfg.few_shot_max or None,
+                                         rule="cumulative" if cfg.shot_split == "counts" else cfg.shot_split)
             metrics.update({f"{prefix}_{k}": v for k, v in values.items()})
             for name, head in variants.items():
                 metrics[f"{prefix}_{name}"] = float(np.mean(_predict(features, head) == truth))

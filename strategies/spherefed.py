@@ -104,7 +104,7 @@ class SphereFedStrategy(FederatedStrategy):
     def calibrate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]]) -> None:
         """Solve for W* from the valid statistics and record the calibrated model's metrics."""
         grams, crosses, received, rejected = [], [], 0, 0
-        for proxy, res in sorted(results, key=lambda pair: str(pair[0].cid)):
+        for proxy, res in self.in_partition_order(results):
             try:
                 gram = decode_matrix(res.metrics[GRAM_KEY], self.shapes[GRAM_KEY])
                 cross = decode_matrix(res.metrics[CROSS_KEY], self.shapes[CROSS_KEY])

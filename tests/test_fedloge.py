@@ -187,16 +187,24 @@ def test_one_step_on_the_summed_loss_equals_algorithm_1s_three_updates():
         torch.testing.assert_close(a, b, msg=f"{name} differs")
 
 
-def test_local_train_steps_theta_with_the_run_optimizer_and_the_heads_with_sgd():
-    """theta: AdamW (lr 3e-3, the run's); psi and phi_k: SGD (fedloge-head-lr, the run's momentum)."""
-    client = make_client(**{"fedloge-head-lr": 0.05, "momentum": 0.8})
+@pytest.mark.parametrize(
+    ("changes", "head_momentum", "head_decay"),
+    [
+        ({}, 0.5, 0.0),  # defaults: the authors' heads (SGD lr 0.03, momentum 0.5, no weight decay)
+        ({"fedloge-head-momentum": 0.9, "fedloge-head-weight-decay": 0.01}, 0.9, 0.01),  # the old heads
+    ],
+)
+def test_local_train_steps_theta_with_the_run_optimizer_and_the_heads_with_sgd(changes, head_momentum, head_decay):
+    """theta: AdamW (lr 3e-3, the run's); psi and phi_k: SGD (fedloge-head-lr/-momentum/-weight-decay),
+    whatever the run's momentum (0.8 here) says."""
+    client = make_client(**{"fedloge-head-lr": 0.05, "momentum": 0.8, "augment": "none", **changes})
     reference = copy.deepcopy(client.model)
     client.local_train({"server-round": 1})
 
     theta = [p for n, p in reference.named_parameters() if n.startswith("backbone.")]
     heads = list(reference.global_head.parameters()) + list(reference.local_head.parameters())
     opt_theta = torch.optim.AdamW(theta, lr=3e-3, weight_decay=0.01)
-    opt_heads = torch.optim.SGD(heads, lr=0.05, momentum=0.8, weight_decay=0.01)
+    opt_heads = torch.optim.SGD(heads, lr=0.05, momentum=head_momentum, weight_decay=head_decay)
     reference.train()
     for images, targets in client.train_loader({"server-round": 1}):
         opt_theta.zero_grad()

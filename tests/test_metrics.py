@@ -13,6 +13,7 @@ from fedapp.metrics import (
     multilabel_metrics,
     per_class_auc,
     personalized_mean,
+    cumulative_shot_groups,
     shot_groups,
     singlelabel_metrics,
 )
@@ -211,7 +212,7 @@ def test_shot_groups_thresholds_can_leave_groups_empty() -> None:
 def test_shot_groups_thirds_rule_ten_classes() -> None:
     # Descending order of counts: classes 9, 0, 8, 1, | 7, 2, 6, | 3, 5, 4.
     counts = [900, 700, 500, 300, 100, 200, 400, 600, 800, 1000]
-    groups = shot_groups(counts)
+    groups = shot_groups(counts, rule="thirds")
     assert [groups[name].size for name in ("many", "medium", "few")] == [4, 3, 3]
     np.testing.assert_array_equal(groups["many"], [0, 1, 8, 9])
     np.testing.assert_array_equal(groups["medium"], [2, 6, 7])
@@ -222,14 +223,14 @@ def test_shot_groups_thirds_rule_ten_classes() -> None:
     ("num_classes", "sizes"), [(1, [1, 0, 0]), (2, [1, 1, 0]), (9, [3, 3, 3]), (11, [4, 4, 3])]
 )
 def test_shot_groups_thirds_rule_sizes(num_classes: int, sizes: list[int]) -> None:
-    groups = shot_groups(np.arange(num_classes, 0, -1))
+    groups = shot_groups(np.arange(num_classes, 0, -1), rule="thirds")
     assert [groups[name].size for name in ("many", "medium", "few")] == sizes
     together = np.sort(np.concatenate([groups["many"], groups["medium"], groups["few"]]))
     np.testing.assert_array_equal(together, np.arange(num_classes))
 
 
 def test_shot_groups_thirds_rule_breaks_ties_by_class_index() -> None:
-    groups = shot_groups([5, 5, 5, 5])
+    groups = shot_groups([5, 5, 5, 5], rule="thirds")
     np.testing.assert_array_equal(groups["many"], [0, 1])
     np.testing.assert_array_equal(groups["medium"], [2])
     np.testing.assert_array_equal(groups["few"], [3])
@@ -247,6 +248,8 @@ def test_shot_groups_thirds_rule_breaks_ties_by_class_index() -> None:
         ([10, 5], {"many_min": -1, "few_max": 0}, "many_min"),
         ([10, 5], {"many_min": 100, "few_max": 2.5}, "few_max"),
         ([10, 5], {"many_min": 10, "few_max": 20}, "few_max"),
+        ([10, 5], {"rule": "halves"}, "rule"),
+        ([0, 0], {}, "train_class_counts"),  # cumulative shares need a positive total
     ],
 )
 def test_shot_groups_validation_names_the_argument(counts: object, kwargs: dict, argument: str) -> None:
@@ -254,12 +257,56 @@ def test_shot_groups_validation_names_the_argument(counts: object, kwargs: dict,
         shot_groups(counts, **kwargs)
 
 
+def test_cumulative_shot_groups_hand_case() -> None:
+    # Shares of the sorted counts: .50 .70 .85 .95 1.0. 75% falls in class 2's interval (.70, .85],
+    # 95% is reached exactly by class 3 (.85, .95]: many {0, 1, 2}, medium {3}, few {4}.
+    groups = cumulative_shot_groups([50, 20, 15, 10, 5])
+    np.testing.assert_array_equal(groups["many"], [0, 1, 2])
+    np.testing.assert_array_equal(groups["medium"], [3])
+    np.testing.assert_array_equal(groups["few"], [4])
+    # shot_groups' default rule is this one.
+    for name, classes in shot_groups([50, 20, 15, 10, 5]).items():
+        np.testing.assert_array_equal(classes, groups[name])
+
+
+def test_cumulative_shot_groups_sorts_and_breaks_ties_by_class_index() -> None:
+    # Sorted: class 1 (30), 2 (30), 3 (20), 0 (10), 4 (10); shares .3 .6 .8 .9 1.0.
+    groups = cumulative_shot_groups([10, 30, 30, 20, 10])
+    np.testing.assert_array_equal(groups["many"], [1, 2, 3])  # up to the class that reaches .75
+    np.testing.assert_array_equal(groups["medium"], [0, 4])  # class 4 reaches .95
+    assert groups["few"].size == 0
+
+
+def test_cumulative_shot_groups_matches_the_interval_definition_on_long_tails() -> None:
+    """Class (i) covers (s_(i-1), s_i]: many up to the interval holding 75%, few after the one holding 95%."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        counts = rng.integers(0, 500, size=int(rng.integers(2, 30)))
+        counts[0] += 1
+        order = np.argsort(-counts, kind="stable")
+        shares = np.concatenate([[0.0], np.cumsum(counts[order]) / counts.sum()])
+        holder = {cut: next(i for i in range(len(order)) if shares[i] < cut <= shares[i + 1]) for cut in (0.75, 0.95)}
+        groups = cumulative_shot_groups(counts)
+        np.testing.assert_array_equal(groups["many"], np.sort(order[: holder[0.75] + 1]))
+        np.testing.assert_array_equal(groups["medium"], np.sort(order[holder[0.75] + 1 : holder[0.95] + 1]))
+        np.testing.assert_array_equal(groups["few"], np.sort(order[holder[0.95] + 1 :]))
+
+
+def test_cumulative_shot_groups_on_lt_digits_if50() -> None:
+    """lt-digits at IF 50 (384 training digits): classes 0-2 hold 74.5% (< 75%), so class 3 (84.1%)
+    is the last many-shot class; class 6 is the first to reach 95% (96.9%)."""
+    groups = cumulative_shot_groups([139, 89, 58, 37, 24, 15, 10, 6, 4, 2])
+    np.testing.assert_array_equal(groups["many"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(groups["medium"], [4, 5, 6])
+    np.testing.assert_array_equal(groups["few"], [7, 8, 9])
+
+
 def test_singlelabel_metrics_hand_case() -> None:
     # 6 classes, thirds rule: many {0, 1}, medium {2, 3}, few {4, 5}.
     counts = [60, 50, 40, 30, 20, 10]
     y_true = [0, 0, 1, 2, 3, 3, 4, 5]
     y_pred = [0, 0, 0, 2, 0, 1, 4, 4]
-    result = singlelabel_metrics(y_true, y_pred, counts)
+    result = singlelabel_metrics(y_true, y_pred, counts, rule="thirds")
     assert set(result) == {"accuracy", "many", "medium", "few"}
     assert all(type(value) is float for value in result.values())
     assert result["accuracy"] == pytest.approx(4 / 8)

@@ -8,16 +8,25 @@ import numpy as np
 import pytest
 
 from partitions import (
+    DIRICHLET_MODES,
     SCHEMES,
     allowed_class_count,
     class_presence,
     dirichlet_partition,
+    dirichlet_sample_partition,
     iid_partition,
     local_test_indices,
     multilabel_partition,
     partition_dataset,
     proportional_allocation,
+    proportional_test_sizes,
+    sample_local_test,
     unassigned_indices,
+)
+
+# Both single-label Dirichlet schemes obey the same contract (cover, min size, seeding, errors).
+DIRICHLETS = pytest.mark.parametrize(
+    "dirichlet_fn", [dirichlet_sample_partition, dirichlet_partition], ids=["per-sample", "cut"]
 )
 
 NUM_CLASSES = 10
@@ -99,29 +108,33 @@ def test_iid_rejects_impossible_requests(kwargs: dict, key: str) -> None:
 # --------------------------------------------------------------------------------- dirichlet
 
 
-def test_dirichlet_covers_everything_disjointly(int_labels: np.ndarray) -> None:
-    parts = dirichlet_partition(int_labels, 10, alpha=0.5, seed=0)
+@DIRICHLETS
+def test_dirichlet_covers_everything_disjointly(int_labels: np.ndarray, dirichlet_fn) -> None:
+    parts = dirichlet_fn(int_labels, 10, alpha=0.5, seed=0)
     assert_disjoint_sorted(parts, len(int_labels))
     assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(len(int_labels)))
     counts = class_presence(int_labels, parts, NUM_CLASSES)
     assert np.array_equal(counts.sum(axis=0), np.bincount(int_labels, minlength=NUM_CLASSES))
 
 
-def test_dirichlet_honours_min_size(int_labels: np.ndarray) -> None:
-    parts = dirichlet_partition(int_labels, 10, alpha=0.1, seed=1, min_size=60)
+@DIRICHLETS
+def test_dirichlet_honours_min_size(int_labels: np.ndarray, dirichlet_fn) -> None:
+    parts = dirichlet_fn(int_labels, 10, alpha=0.1, seed=1, min_size=60)
     assert min(len(p) for p in parts) >= 60
 
 
-def test_dirichlet_is_seeded(int_labels: np.ndarray) -> None:
-    first = dirichlet_partition(int_labels, 8, alpha=0.5, seed=11)
-    assert same(first, dirichlet_partition(int_labels, 8, alpha=0.5, seed=11))
-    assert not same(first, dirichlet_partition(int_labels, 8, alpha=0.5, seed=12))
+@DIRICHLETS
+def test_dirichlet_is_seeded(int_labels: np.ndarray, dirichlet_fn) -> None:
+    first = dirichlet_fn(int_labels, 8, alpha=0.5, seed=11)
+    assert same(first, dirichlet_fn(int_labels, 8, alpha=0.5, seed=11))
+    assert not same(first, dirichlet_fn(int_labels, 8, alpha=0.5, seed=12))
 
 
-def test_dirichlet_small_alpha_skews_more(int_labels: np.ndarray) -> None:
+@DIRICHLETS
+def test_dirichlet_small_alpha_skews_more(int_labels: np.ndarray, dirichlet_fn) -> None:
     def skew(alpha: float) -> float:
         kls = [
-            mean_kl_to_global(class_presence(int_labels, dirichlet_partition(int_labels, 10, alpha, s), 10))
+            mean_kl_to_global(class_presence(int_labels, dirichlet_fn(int_labels, 10, alpha, s), 10))
             for s in range(5)
         ]
         return float(np.mean(kls))
@@ -131,8 +144,9 @@ def test_dirichlet_small_alpha_skews_more(int_labels: np.ndarray) -> None:
     assert large < 0.05, "large alpha approaches IID"
 
 
-def test_dirichlet_single_client_gets_everything(int_labels: np.ndarray) -> None:
-    (only,) = dirichlet_partition(int_labels, 1, alpha=0.3, seed=0)
+@DIRICHLETS
+def test_dirichlet_single_client_gets_everything(int_labels: np.ndarray, dirichlet_fn) -> None:
+    (only,) = dirichlet_fn(int_labels, 1, alpha=0.3, seed=0)
     assert np.array_equal(only, np.arange(len(int_labels)))
 
 
@@ -147,21 +161,57 @@ def test_dirichlet_single_client_gets_everything(int_labels: np.ndarray) -> None
         ({"min_size": 201}, "min-partition-size"),
     ],
 )
-def test_dirichlet_rejects_impossible_requests(int_labels: np.ndarray, kwargs: dict, key: str) -> None:
+@DIRICHLETS
+def test_dirichlet_rejects_impossible_requests(int_labels: np.ndarray, kwargs: dict, key: str, dirichlet_fn) -> None:
     args = {"labels": int_labels, "num_clients": 10, "alpha": 0.5, "seed": 0} | kwargs
     with pytest.raises(ValueError, match=key):
-        dirichlet_partition(**args)
+        dirichlet_fn(**args)
 
 
-def test_dirichlet_reports_unreachable_min_size() -> None:
+@DIRICHLETS
+def test_dirichlet_reports_unreachable_min_size(dirichlet_fn) -> None:
     labels = np.repeat([0, 1], 10)  # 2 classes, 20 samples, tiny alpha: clients come out empty
     with pytest.raises(ValueError, match="min-partition-size=2.*alpha"):
-        dirichlet_partition(labels, 10, alpha=0.01, seed=0, min_size=2)
+        dirichlet_fn(labels, 10, alpha=0.01, seed=0, min_size=2)
 
 
-def test_dirichlet_rejects_float_labels() -> None:
+@DIRICHLETS
+def test_dirichlet_rejects_float_labels(dirichlet_fn) -> None:
     with pytest.raises(ValueError, match="integer"):
-        dirichlet_partition(np.array([0.0, 1.0, 1.0]), 2, alpha=1.0, seed=0)
+        dirichlet_fn(np.array([0.0, 1.0, 1.0]), 2, alpha=1.0, seed=0)
+
+
+def test_dirichlet_per_sample_draws_every_sample_independently() -> None:
+    """Per-sample definition: given q_c, client k's count of class c is Binomial(n_c, q_{c,k}).
+
+    With alpha huge, q_c = 1/K for every class, so the counts must spread as Binomial(1000, 1/4)
+    (variance 187.5) around 250; cutting at the shares instead gives 250 +- 1 (variance < 1).
+    """
+    labels = np.repeat(np.arange(5), 1000)
+    per_sample, cut = [], []
+    for seed in range(40):
+        per_sample.append(class_presence(labels, dirichlet_sample_partition(labels, 4, 1e6, seed), 5))
+        cut.append(class_presence(labels, dirichlet_partition(labels, 4, 1e6, seed), 5))
+    per_sample, cut = np.stack(per_sample), np.stack(cut)
+    assert abs(per_sample.mean() - 250) < 2
+    assert 150 < per_sample.var() < 230  # Binomial(1000, 0.25): 187.5 (800 cells)
+    assert cut.var() < 1
+
+
+def test_dirichlet_per_sample_client_share_per_class_has_the_dirichlet_mean_and_variance() -> None:
+    """Share of class c on client k, S = count / n_c: E[S] = 1/K and, as S | q ~ Binomial(n_c, q)/n_c
+    with q ~ Beta(alpha, (K-1) alpha), Var[S] = Var[q] + E[q(1-q)] / n_c."""
+    num_clients, alpha, n_c = 5, 0.5, 200
+    labels = np.repeat(np.arange(4), n_c)
+    shares = np.stack([
+        class_presence(labels, dirichlet_sample_partition(labels, num_clients, alpha, seed), 4) / n_c
+        for seed in range(300)
+    ])
+    mean_q = 1 / num_clients
+    var_q = mean_q * (1 - mean_q) / (num_clients * alpha + 1)
+    expected_var = var_q + (mean_q - (var_q + mean_q**2)) / n_c
+    assert np.allclose(shares.mean(axis=0), mean_q, atol=0.04)
+    assert shares.var() == pytest.approx(expected_var, rel=0.1)
 
 
 # -------------------------------------------------------------------------------- multilabel
@@ -341,6 +391,43 @@ def test_local_test_indices_match_client_distribution() -> None:
     assert not np.array_equal(idx, local_test_indices(test_labels, train_counts, 400, seed=1))
 
 
+def test_proportional_test_sizes_hand_case() -> None:
+    """t_kc = floor(n_kc / n * n_test): counts ((6, 2), (0, 2)), n = 10, n_test = 5 -> ((3, 1), (0, 1))."""
+    sizes = proportional_test_sizes(np.array([[6, 2], [0, 2]]), 5)
+    np.testing.assert_array_equal(sizes, [[3, 1], [0, 1]])
+    assert sizes.dtype == np.int64
+
+
+def test_proportional_test_sizes_follow_the_training_shares() -> None:
+    counts = np.random.default_rng(0).integers(0, 300, size=(20, 10))
+    sizes = proportional_test_sizes(counts, 10_000)
+    exact = counts * 10_000 / counts.sum()
+    assert np.all((exact - 1 < sizes) & (sizes <= exact))  # the floor of n_kc / n * n_test
+    assert 10_000 - 200 < sizes.sum() <= 10_000  # together about the size of the global test set
+
+
+def test_proportional_test_sizes_give_a_tiny_client_one_sample() -> None:
+    # Client 1 holds 3 of 1,003 samples: every t_1c floors to 0 with n_test = 100.
+    sizes = proportional_test_sizes(np.array([[500, 500, 0], [1, 0, 2]]), 100)
+    np.testing.assert_array_equal(sizes[0], [49, 49, 0])
+    np.testing.assert_array_equal(sizes[1], [0, 0, 1])  # its most frequent class
+
+
+def test_proportional_test_sizes_reject_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="client_class_counts"):
+        proportional_test_sizes(np.array([1, 2]), 10)
+    with pytest.raises(ValueError, match="num_test"):
+        proportional_test_sizes(np.ones((2, 2), dtype=int), 0)
+
+
+def test_sample_local_test_draws_the_targets_per_class() -> None:
+    test_labels = np.repeat(np.arange(3), 4)
+    idx = sample_local_test(test_labels, np.array([2, 0, 6]), seed=0)
+    np.testing.assert_array_equal(np.bincount(test_labels[idx], minlength=3), [2, 0, 6])
+    assert len(np.unique(idx[test_labels[idx] == 0])) == 2  # enough pool: no duplicates
+    assert np.array_equal(idx, sample_local_test(test_labels, np.array([2, 0, 6]), seed=0))
+
+
 def test_local_test_indices_rejects_bad_inputs() -> None:
     test_labels = np.repeat(np.arange(3), 5)
     with pytest.raises(ValueError, match="positive sum"):
@@ -359,10 +446,17 @@ def test_partition_dataset_dispatches(int_labels: np.ndarray, composite_labels: 
         partition_dataset(int_labels, 5, "iid", 0.5, 1.0, seed=1, min_size=1),
         iid_partition(len(int_labels), 5, seed=1),
     )
-    assert same(
+    assert DIRICHLET_MODES == ("per-sample", "cut")
+    assert same(  # single-label default: FedLoGe's per-sample draw
         partition_dataset(int_labels, 5, "dirichlet", 0.5, 1.0, seed=1, min_size=1),
+        dirichlet_sample_partition(int_labels, 5, 0.5, seed=1),
+    )
+    assert same(
+        partition_dataset(int_labels, 5, "dirichlet", 0.5, 1.0, seed=1, min_size=1, dirichlet_mode="cut"),
         dirichlet_partition(int_labels, 5, 0.5, seed=1),
     )
+    with pytest.raises(ValueError, match="dirichlet-mode='quantile'"):
+        partition_dataset(int_labels, 5, "dirichlet", 0.5, 1.0, seed=1, min_size=1, dirichlet_mode="quantile")
     assert same(
         partition_dataset(composite_labels, 5, "dirichlet", 0.5, 0.6, seed=1, min_size=1),
         multilabel_partition(composite_labels, 5, 0.5, 0.6, seed=1).partitions,

@@ -112,9 +112,9 @@ def test_a_changed_key_that_only_other_algorithms_read_keeps_the_run(sweep, caps
 
 
 def test_finished_run_with_other_config_is_an_error(sweep, capsys):
-    code = tables_main(["ml-digits-skewed", "--algorithms", "fedavg", "--seeds", "1", "--rounds", "2",
-                        "--nodes", "3", "-c", "local-epochs=1", "--out", str(sweep)])
-    assert code == 2 and "num-server-rounds" in capsys.readouterr().err
+    code = tables_main(["ml-digits-skewed", "--algorithms", "fedavg", "--seeds", "1", "--rounds", "1",
+                        "--nodes", "3", "-c", "local-epochs=2", "--out", str(sweep)])
+    assert code == 2 and "local-epochs" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -63,7 +63,7 @@ SPREAD_NEGATIVES = {"chestx-ray14"}
 _DATA_FIELDS = ("dataset", "data_root", "imbalance_factor", "image_size")
 # Fields that change how the data is split over clients.
 _SPLIT_FIELDS = _DATA_FIELDS + (
-    "partition", "alpha", "class_presence_ratio", "min_partition_size", "val_fraction",
+    "partition", "alpha", "dirichlet_mode", "class_presence_ratio", "min_partition_size", "val_fraction",
     "local_test_size", "seed",
 )
 
@@ -91,7 +91,8 @@ class FederatedSplit:
 
     ``client_train[k]`` indexes ``bundle.train``; ``client_test[k]`` indexes ``bundle.test`` and is
     the client's local test set drawn with its training label distribution (single-label data
-    only, for personalized metrics; ``None`` for multi-label data).
+    only, for personalized metrics; ``None`` for multi-label data): ``floor(n_kc / n * n_test)``
+    samples of class c (``local-test-size=0``, FedLoGe's code) or ``local-test-size`` in all.
     """
 
     bundle: DatasetBundle
@@ -149,7 +150,7 @@ def federate(config: RunConfig, num_partitions: int) -> FederatedSplit:
 @lru_cache(maxsize=4)
 def _federate_cached(key: tuple, num_partitions: int) -> FederatedSplit:
     """Cached on the split-relevant fields only: output-dir, device etc. do not re-split the data."""
-    from partitions import local_test_indices, partition_dataset
+    from partitions import local_test_indices, partition_dataset, proportional_test_sizes, sample_local_test
 
     config = RunConfig(**dict(zip(_SPLIT_FIELDS, key)))
     if num_partitions < 1:
@@ -159,16 +160,20 @@ def _federate_cached(key: tuple, num_partitions: int) -> FederatedSplit:
     parts = partition_dataset(
         bundle.train.labels[pool], num_partitions, config.partition, config.alpha,
         config.class_presence_ratio, config.seed, config.min_partition_size,
-        spread_negatives=config.dataset in SPREAD_NEGATIVES,
+        spread_negatives=config.dataset in SPREAD_NEGATIVES, dirichlet_mode=config.dirichlet_mode,
     )
     client_train = tuple(pool[p] for p in parts)
     client_test = None
     if bundle.task == "singlelabel":
-        client_test = tuple(
-            local_test_indices(
-                bundle.test.labels, class_counts(bundle.train.labels[idx], bundle.num_classes),
-                config.local_test_size, config.seed + 1 + k,
+        counts = [class_counts(bundle.train.labels[idx], bundle.num_classes) for idx in client_train]
+        if config.local_test_size == 0:  # FedLoGe's code: n_kc / n * n_test per class
+            sizes = proportional_test_sizes(np.stack(counts), len(bundle.test))
+            client_test = tuple(
+                sample_local_test(bundle.test.labels, sizes[k], config.seed + 1 + k) for k in range(len(counts))
             )
-            for k, idx in enumerate(client_train)
-        )
+        else:
+            client_test = tuple(
+                local_test_indices(bundle.test.labels, counts[k], config.local_test_size, config.seed + 1 + k)
+                for k in range(len(counts))
+            )
     return FederatedSplit(bundle, held_out.validation_indices, client_train, client_test)

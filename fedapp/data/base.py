@@ -101,6 +101,9 @@ class DatasetBundle:
     input_shape: tuple[int, int, int]  # (channels, height, width)
     train: LabeledDataset
     test: LabeledDataset
+    # A black pixel (raw intensity 0) per channel as the model sees it, i.e. after normalisation
+    # (-mean/std); () means 0. Training augmentation pads crops with it (fedapp.data.augment).
+    pad_value: tuple[float, ...] = ()
 
     def class_counts(self) -> np.ndarray:
         """Number of training samples per class (positives per class for multi-label data)."""
@@ -113,6 +116,11 @@ class DatasetBundle:
                 f"algorithm={algorithm!r} needs a {TASK_NAMES[task]} dataset; dataset={self.name!r} is "
                 f"{TASK_NAMES[self.task]} (use dataset={', '.join(TASK_DATASETS[task])})"
             )
+
+
+def black_pixel(mean: Sequence[float], std: Sequence[float]) -> tuple[float, ...]:
+    """``-mean_c / std_c`` per channel: the value of a zero-intensity pixel after ``(x - mean) / std``."""
+    return tuple(-float(m) / float(s) for m, s in zip(mean, std))
 
 
 def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:

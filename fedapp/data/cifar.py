@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fedapp.data.base import DatasetBundle
+from fedapp.data.base import DatasetBundle, black_pixel
 from fedapp.data.files import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -210,4 +210,5 @@ def load_cifar_lt(
         input_shape=(3, 32, 32),
         train=UInt8ImageDataset(train_images[keep], train_labels[keep], mean, std),
         test=UInt8ImageDataset(test_images, test_labels, mean, std),
+        pad_value=black_pixel(mean, std),
     )

@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from fedapp.data.base import DatasetBundle
+from fedapp.data.base import DatasetBundle, black_pixel
 from fedapp.data.files import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -118,4 +118,5 @@ def load_imagenet_lt(
         class_names=class_names_from_paths(train_paths, train_labels),
         input_shape=(3, image_size, image_size),
         train=dataset(train_paths, train_labels), test=dataset(test_paths, test_labels),
+        pad_value=black_pixel(IMAGENET_MEAN, IMAGENET_STD),
     )
