@@ -175,7 +175,7 @@ def round_rows(data_roots: dict[str, str], args: argparse.Namespace) -> list[dic
                 round_seconds=round(round_seconds, 3),
                 fit_seconds=round(fit, 3), evaluate_seconds=round(round_seconds - fit, 3),
                 first_round_seconds=round(metrics[0]["round_seconds"], 3), wall_seconds=round(wall, 1),
-                images_per_second=round(images / fit, 1),
+                images_per_second=round(images / fit, 3),
                 peak_gpu_memory_mb=round(torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
             )
             finite = [k for k, v in metrics[-1].items() if k.startswith("test_") and isinstance(v, float)]
