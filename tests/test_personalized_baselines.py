@@ -200,12 +200,12 @@ def test_fedrep_trains_head_then_body(monkeypatch):
     calls = []
     real = fedrep_module.train_epochs
 
-    def spy(model, loader, optimizer, loss_fn, epochs, device, after_step=None):
+    def spy(model, loader, optimizer, loss_fn, epochs, device, after_step=None, **options):
         trainable = {n for n, p in model.named_parameters() if p.requires_grad}
         optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
         named = {n for n, p in model.named_parameters() if id(p) in optimized}
         calls.append((epochs, trainable, named))
-        return real(model, loader, optimizer, loss_fn, epochs, device, after_step)
+        return real(model, loader, optimizer, loss_fn, epochs, device, after_step, **options)
 
     monkeypatch.setattr(fedrep_module, "train_epochs", spy)
     client = make_client("fedrep", **{"fedrep-head-epochs": 2, "local-epochs": 1})
