@@ -58,8 +58,14 @@ APP_USER = 65534  # nobody: runs the SuperExecs and so every submitted ServerApp
 
 def _app_user_can_run_python() -> bool:
     """Whether ``nobody`` can start this environment's Python (and so flower-superexec)."""
-    probe = subprocess.run(["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups",
-                            sys.executable, "-c", "import flwr"], capture_output=True, timeout=300)
+    # What a SuperExec does: its Python starts a console script of the environment (flwr-serverapp).
+    code = "import subprocess; subprocess.run(['flwr-serverapp', '--help'], check=True, capture_output=True)"
+    env = dict(os.environ, PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""), HOME="/")
+    try:
+        probe = subprocess.run(["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups",
+                                sys.executable, "-c", code], capture_output=True, timeout=300, env=env, cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
     return probe.returncode == 0
 
 
