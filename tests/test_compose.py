@@ -659,7 +659,7 @@ def test_compose_flags_run_tls_and_supernode_auth_for_real(tmp_path):
 
     def node_args(name: str, extra: list[str]) -> list[str]:
         args = _host_args(supernodes(config)[name], env_files,
-                          {f"superlink:{SUPERLINK_PORT}": f"localhost:{port}"})
+                          {f"superlink:{SUPERLINK_PORT}": f"localhost:{port}", "0.0.0.0": "127.0.0.1"})
         return args + ["--port", str(_free_port())] + extra
 
     try:

