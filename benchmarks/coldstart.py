@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {"algorithm": args.algorithm, "dataset": args.dataset}
     samples: dict[str, list[dict]] = {"bare_torch": [], "bare_torch_step": [], "clientapp_first": [],
                                       "clientapp_cached": []}
-    load_before = os.getloadavg()
+    load_before = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp:
         warm_cache = Path(tmp) / "warm"
         for repeat in range(args.repeats + 1):  # repeat 0 warms the page cache and the partition cache
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "coldstart",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())},
         "config": {**overrides, "partitions": args.partitions, "repeats": args.repeats},
         "results": results,
         "ratios": {f"{name}_vs_bare_torch": {"seconds": results[name]["seconds_median"] / bare_s,

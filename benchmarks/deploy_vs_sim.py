@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
                             text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="deploy-vs-sim-"))
     values = f"num-server-rounds={args.rounds} local-epochs=1 seed=0"
-    load_before = os.getloadavg()
+    load_before = list(os.getloadavg())
     deploy_dir = work / "deployment" / "run"
     (work / "deployment").mkdir(parents=True)
     deployment = run("deployment", [sys.executable, "scripts/deploy_local.py", "--nodes", "2",
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         "label": args.label or commit,
         "checkout": str(checkout), "commit": commit,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())},
         "config": {"algorithm": "fedavg", "dataset": "ml-digits", "nodes": 2, "rounds": args.rounds,
                    "local_epochs": 1, "seed": 0},
         "deployment": deployment,

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = workdir / "run"
     overrides = {"num-server-rounds": args.rounds, "local-epochs": 1, "fraction-fit": args.fraction_fit,
                  "min-available-clients": args.nodes, "output-dir": str(run_dir)}
-    load_before = os.getloadavg()
+    load_before = list(os.getloadavg())
     timings: dict[str, float] = {}
     started = time.monotonic()
     certs = make_certs(workdir / "certs", args.nodes)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "load",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())},
         "config": {"nodes": args.nodes, "rounds": args.rounds, "fraction_fit": args.fraction_fit,
                    "algorithm": "fedavg", "dataset": "ml-digits", "backbone": "default (small CNN)",
                    "tls": True, "supernode_auth": True, "isolation": "process"},
