@@ -534,7 +534,9 @@ class FederatedStrategy(FedAvg):
         model = self.global_model(parameters_to_ndarrays(parameters))
         metrics = self.server_metrics(model)
         self.recorder.add(server_round, **metrics)
-        if server_round == self.config.num_server_rounds and self.setup.data.bundle.task == "multilabel":
+        # Per-client multi-label scores read the test split: never in tuning runs (evaluate-test=false).
+        if (server_round == self.config.num_server_rounds and self.setup.data.bundle.task == "multilabel"
+                and self.config.evaluate_test):
             self.record_client_multilabel(server_round, model)
         if self.fraction_evaluate == 0.0:
             self.end_round(server_round)
