@@ -20,6 +20,7 @@ from clients.base import BaseClient, ClientSetup
 from fedapp.data import FederatedSplit
 from fedapp.data.base import IndexedSubset
 from fedapp.loops import make_loader
+from fedapp.protocol import server_round_of
 
 
 def union_train_set(split: FederatedSplit) -> IndexedSubset:
@@ -38,7 +39,7 @@ class CentralizedClient(BaseClient):
         self.train_set = union_train_set(setup.split)
 
     def train_loader(self, config: dict[str, Any]) -> torch.utils.data.DataLoader:
-        seed = self.config.seed * 1_000_003 + int(config.get("server-round", 0)) * 1009
+        seed = self.config.seed * 1_000_003 + server_round_of(config) * 1009
         torch.manual_seed(seed)
         return make_loader(self.train_set, self.config.batch_size, shuffle=True, seed=seed,
                            num_workers=self.config.num_workers, device=self.device, augment=self.augmentation())

@@ -20,28 +20,12 @@ import copy
 from torch import nn
 
 from clients.base import BaseClient
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle
 from fedapp.loops import train_epochs
-from fedapp.params import shared_keys
-from fedapp.pfl import HEAD_PREFIX, seeded_linear_, train_only
-
-HEAD_SEED_OFFSET = 7919  # the fixed head's seed is ``seed + 7919``: distinct from other seeded draws
+from fedapp.pfl import HEAD_PREFIX, train_only
 
 
 class FedBABUClient(BaseClient):
     """Body-only training against a fixed seeded head; fine-tuning before local evaluation."""
-
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        model = super().build_model(config, bundle)
-        seeded_linear_(model.classifier, config.seed + HEAD_SEED_OFFSET)
-        model.classifier.requires_grad_(False)
-        return model
-
-    @classmethod
-    def shared_keys_of(cls, model: nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=[HEAD_PREFIX])
 
     def personalized_model(self) -> nn.Module:
         """A fine-tuned copy of the global model (the client's own model is left as received)."""

@@ -7,16 +7,8 @@ the client's own BN layers.
 
 from __future__ import annotations
 
-from torch import nn
-
 from clients.base import BaseClient
-from fedapp.params import shared_keys
-from fedapp.pfl import batchnorm_prefixes
 
 
 class FedBNClient(BaseClient):
     """FedAvg training; BN layers never leave the client."""
-
-    @classmethod
-    def shared_keys_of(cls, model: nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=batchnorm_prefixes(model))

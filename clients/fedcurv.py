@@ -37,7 +37,14 @@ from torch.utils.data import Dataset
 from clients.base import BaseClient
 from fedapp.data.base import Task
 from fedapp.loops import make_loader
-from fedapp.payload import flatten, split_payload, trainable_keys, trainable_zeros, unflatten
+from fedapp.payload import (
+    flatten,
+    split_payload,
+    trainable_keys,
+    trainable_zeros,
+    unflatten,
+)
+from fedapp.protocol import server_round_of
 
 OWN_FISHER_KEY = "fedcurv-own-fisher"
 OWN_FISHER_WEIGHTS_KEY = "fedcurv-own-fisher-weights"
@@ -159,5 +166,5 @@ class FedCurvClient(BaseClient):
         self.own_fisher = [f.cpu().numpy() for f in fisher]
         self.own_fisher_weights = [(f * w).cpu().numpy() for f, w in zip(fisher, weights)]
         self.own_const = float(sum(torch.sum(f * w * w) for f, w in zip(fisher, weights)))
-        self.own_round = int(config.get("server-round", 0))
+        self.own_round = server_round_of(config)
         return metrics

@@ -24,10 +24,8 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from clients.base import BaseClient
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle, class_counts
+from fedapp.data.base import class_counts
 from fedapp.loops import make_loader, task_loss, train_epochs
-from fedapp.models.backbones import build_backbone
 from fedapp.models.pfl_nets import ETFClassifierView, ETFNet
 from fedapp.pfl import balanced_softmax_loss, train_only
 
@@ -36,17 +34,6 @@ FINETUNED = ("projection.", "scale")
 
 class FedETFClient(BaseClient):
     """Balanced loss against a fixed ETF; projection + temperature fine-tuned for personalization."""
-
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        bundle.require_task("singlelabel", "fedetf")
-        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
-        # The projection keeps the feature width, as the paper's 512x512 layer does, widened to
-        # num_classes if needed (a simplex ETF of C classes needs dimension >= C - 1).
-        projection_dim = max(backbone.out_dim, bundle.num_classes)
-        return ETFNet(
-            backbone, backbone.out_dim, bundle.num_classes, projection_dim, config.seed, config.fedetf_scale_init
-        )
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
         counts = class_counts(self.train_set.labels, self.bundle.num_classes)

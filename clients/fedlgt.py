@@ -29,14 +29,9 @@ import torch
 from torch import nn
 
 from clients.base import BaseClient
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle
-from fedapp.models.backbones import build_backbone
 from fedapp.models.lgt import (
     UNKNOWN,
-    LabelGuidedTransformer,
     client_aware_states,
-    label_and_state_embeddings,
     sample_known_mask,
     uncertain_labels,
     unknown_label_bce,
@@ -45,15 +40,6 @@ from fedapp.models.lgt import (
 
 class FedLGTClient(BaseClient):
     """Label mask training guided by the global model's uncertainty (CA-MLE)."""
-
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        bundle.require_task("multilabel", "fedlgt")
-        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
-        labels, states = label_and_state_embeddings(
-            bundle.name, tuple(bundle.class_names), backbone.out_dim, config.fedlgt_label_embeddings, config.seed
-        )
-        return LabelGuidedTransformer(backbone, backbone.out_dim, labels, states, config.fedlgt_layers)
 
     def local_train(self, config: dict[str, Any]) -> dict[str, float]:
         # The global model of this round guides CA-MLE; it is frozen and never updated locally.

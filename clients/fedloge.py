@@ -43,46 +43,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from clients.base import SERVER_ROUND_KEY, BaseClient
+from clients.base import BaseClient
 from clients.fedetf import pooled_features
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle, class_counts
+from fedapp.data.base import class_counts
 from fedapp.loops import make_loader, make_optimizer, task_loss, train_epochs
-from fedapp.models.backbones import build_backbone
 from fedapp.models.fedloge_net import (
     CHECKSUM_METRIC,
     CLASS_COUNTS_METRIC,
-    LOCAL_HEAD,
-    FedLoGeNet,
     LinearHead,
     backbone_and_head_parameters,
     encode_counts,
     fedloge_loss,
-    fixed_classifier,
     global_classifier,
     personal_classifier,
 )
-from fedapp.params import shared_keys
-
-HEAD_SEED_OFFSET = 4099  # psi/phi init seed = seed + 4099: distinct from the SSE-C's and the data's draws
+from fedapp.protocol import server_round_of
 
 
 class FedLoGeClient(BaseClient):
     """Backbone against the fixed SSE-C, global and local heads on its features; LA-FR personal head."""
-
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        bundle.require_task("singlelabel", "fedloge")
-        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
-        fixed = fixed_classifier(
-            config.fedloge_classifier, bundle.num_classes, backbone.out_dim, config.sparsity, config.sse_c_norm,
-            config.seed,
-        )
-        return FedLoGeNet(backbone, backbone.out_dim, fixed, head_seed=config.seed + HEAD_SEED_OFFSET)
-
-    @classmethod
-    def shared_keys_of(cls, model: nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=[LOCAL_HEAD])
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
         return fedloge_loss(model, images, targets)
@@ -166,7 +145,7 @@ class FedLoGeClient(BaseClient):
             raise RuntimeError(f"dataset {self.bundle.name!r} has no local test sets")
         self.receive(parameters, config)
         features, labels = pooled_features(self.model, self.local_test_set, self.device, self.config.eval_batch_size)
-        last_round = int(config.get(SERVER_ROUND_KEY, 0)) >= self.config.num_server_rounds
+        last_round = server_round_of(config) >= self.config.num_server_rounds
         heads = {
             "accuracy": self.personal_head(finetune=last_round),  # Algorithm 1 stage 3: after round T
             "accuracy_la_fr": personal_classifier(self.model, realign=True),

@@ -44,14 +44,13 @@ import torch
 from torch import nn
 
 from clients.base import BaseClient
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle
-from fedapp.models.backbones import build_backbone
-from fedapp.models.multilabel import ETFClassifier, MultiLabelNet, build_multilabel_net
-from fedapp.models.multilabel_losses import authors_loss, mean_cosine_loss, warmup_factors
-
-LADM_HEADS = 4  # fixed by the paper ("4-head cross-attention")
-AUTHORS_LOGIT_SCALE = 10.0  # the initial s of the authors' ETFClassifier (init_scale=10.0)
+from fedapp.models.multilabel import ETFClassifier, MultiLabelNet
+from fedapp.models.multilabel_losses import (
+    authors_loss,
+    mean_cosine_loss,
+    warmup_factors,
+)
+from fedapp.protocol import SERVER_ROUND_KEY
 
 
 class FedNCAlignMLClient(BaseClient):
@@ -59,21 +58,9 @@ class FedNCAlignMLClient(BaseClient):
 
     warmup: tuple[float, float] = (1.0, 1.0)  # (f_rej, f_con) of the round being trained
 
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        bundle.require_task("multilabel", "fedncalign-ml")
-        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
-        authors = config.fedncalign_formulation == "authors"
-        return build_multilabel_net(
-            backbone, backbone.out_dim, bundle.num_classes, use_ladm=config.use_ladm,
-            classifier=config.classifier, query_mode=config.ladm_queries, etf_seed=config.seed,
-            num_heads=LADM_HEADS, logit_scale=AUTHORS_LOGIT_SCALE if authors else 1.0,
-            learnable_scale=authors, classifier_bias=authors,
-        )
-
     def local_train(self, config: dict[str, Any]) -> dict[str, float]:
         if self.config.fedncalign_warmup:
-            self.warmup = warmup_factors(int(config.get("server-round", 1)), self.config.num_server_rounds)
+            self.warmup = warmup_factors(int(config.get(SERVER_ROUND_KEY, 1)), self.config.num_server_rounds)
         return super().local_train(config)
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):

@@ -5,16 +5,8 @@ body and head are trained together on local data; only the body travels. The hea
 
 from __future__ import annotations
 
-from torch import nn
-
 from clients.base import BaseClient
-from fedapp.params import shared_keys
-from fedapp.pfl import HEAD_PREFIX
 
 
 class FedPerClient(BaseClient):
     """Joint local training of body + personal head; the head stays local."""
-
-    @classmethod
-    def shared_keys_of(cls, model: nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=[HEAD_PREFIX])

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from clients.base import BaseClient
 from fedapp.loops import train_epochs
-from fedapp.params import shared_keys
 from fedapp.pfl import HEAD_PREFIX, train_only
 
 
@@ -27,10 +24,6 @@ def is_head(name: str) -> bool:
 
 class FedRepClient(BaseClient):
     """Head epochs with the body frozen, then body epochs with the head frozen."""
-
-    @classmethod
-    def shared_keys_of(cls, model: nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=[HEAD_PREFIX])
 
     def local_train(self, config: dict[str, Any]) -> dict[str, float]:
         loader = self.train_loader(config)

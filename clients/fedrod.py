@@ -20,11 +20,8 @@ import torch
 from torch import nn
 
 from clients.base import BaseClient
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle, class_counts
-from fedapp.models.backbones import build_backbone
-from fedapp.models.pfl_nets import DualHeadNet, PersonalizedView
-from fedapp.params import shared_keys
+from fedapp.data.base import class_counts
+from fedapp.models.pfl_nets import PersonalizedView
 from fedapp.pfl import balanced_softmax_loss
 
 PERSONAL_PREFIX = "personal_head."
@@ -32,16 +29,6 @@ PERSONAL_PREFIX = "personal_head."
 
 class FedRoDClient(BaseClient):
     """Balanced-softmax generic head (shared) + cross-entropy personal head (local)."""
-
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        bundle.require_task("singlelabel", "fedrod")
-        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
-        return DualHeadNet(backbone, backbone.out_dim, bundle.num_classes)
-
-    @classmethod
-    def shared_keys_of(cls, model: nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=[PERSONAL_PREFIX])
 
     def loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
         counts = class_counts(self.train_set.labels, self.bundle.num_classes)

@@ -40,7 +40,13 @@ import torch
 
 from clients.base import BaseClient
 from fedapp.loops import train_epochs
-from fedapp.payload import flatten, split_payload, trainable_keys, trainable_zeros, unflatten
+from fedapp.payload import (
+    flatten,
+    split_payload,
+    trainable_keys,
+    trainable_zeros,
+    unflatten,
+)
 
 CLIENT_VARIATE_KEY = "scaffold-client-variate"
 

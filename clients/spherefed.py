@@ -18,14 +18,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from clients.base import BaseClient
-from fedapp.config import RunConfig
-from fedapp.data.base import DatasetBundle
 from fedapp.loops import evaluate_model, make_loader
-from fedapp.models.backbones import build_backbone
-from fedapp.models.sphere import SphereNet, encode_matrix, feature_statistics, target_matrix
+from fedapp.models.sphere import (
+    SphereNet,
+    encode_matrix,
+    feature_statistics,
+    target_matrix,
+)
 
 CALIBRATE_KEY = "spherefed-calibrate"
 GRAM_KEY = "spherefed-gram"
@@ -34,11 +35,6 @@ CROSS_KEY = "spherefed-cross"
 
 class SphereFedClient(BaseClient):
     """Scaled-cosine training against a fixed orthonormal classifier; statistics for calibration."""
-
-    @classmethod
-    def build_model(cls, config: RunConfig, bundle: DatasetBundle) -> nn.Module:
-        backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
-        return SphereNet(backbone, backbone.out_dim, bundle.num_classes, config.spherefed_scale, config.seed)
 
     def calibration_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """``(Z^T Z, Z^T Y)`` of the current (received) model's normalised features on local data."""

@@ -1,9 +1,11 @@
-"""TESTING AID: make chosen clients fail on purpose (run-config key ``fault-injection``).
+"""TESTING AID: make chosen clients fail on purpose (environment variable ``FEDAPP_FAULT_INJECTION``).
 
 Real Flower simulations run every client in separate Ray worker processes, where a test cannot
-monkeypatch anything; this key lets a test (or a user checking their deployment) make one client
-raise or send a poisoned update, to prove that the server excludes it, logs it and finishes the run.
-It is off (``""``) by default and never needed for training.
+monkeypatch anything; this variable lets a test (or a user checking their deployment) make one
+client raise or send a poisoned update, to prove that the server excludes it, logs it and finishes
+the run. It is opt-in: the ClientApp wraps its client in :class:`FaultInjectingClient` only where
+the variable is set in the environment of the process that runs the ClientApp (``fedapp.simulate
+--fault-injection`` sets it for a simulation); it is not a run-config key.
 
 Syntax: comma-separated ``<kind>:<partition-id>:<round>`` items, ``<round>`` may be ``*`` (every
 round). Kinds:
@@ -12,13 +14,32 @@ round). Kinds:
 - ``nan``: the client trains, then replaces every floating-point array it sends by NaN (the server
   must reject the update as non-finite).
 
-Example: ``fault-injection="raise:3:1,nan:5:*"``.
+Example: ``FEDAPP_FAULT_INJECTION="raise:3:1,nan:5:*"``.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import numpy as np
+from flwr.client import Client
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+
+from fedapp.protocol import server_round_of
+
+ENV_VAR = "FEDAPP_FAULT_INJECTION"
 KINDS = ("raise", "nan")
 
 
@@ -54,9 +75,47 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
-def fault_for(spec: str, partition_id: int, server_round: int) -> str | None:
-    """The kind of fault ``partition_id`` must show in ``server_round`` (None: behave normally)."""
-    for fault in parse_faults(spec) if spec else ():
-        if fault.partition_id == partition_id and fault.server_round in (None, server_round):
-            return fault.kind
-    return None
+
+def faults_from_environment() -> tuple[Fault, ...]:
+    """The faults ``FEDAPP_FAULT_INJECTION`` asks for (none when it is unset); ValueError if malformed."""
+    spec = os.environ.get(ENV_VAR, "")
+    try:
+        return parse_faults(spec)
+    except ValueError as error:
+        raise ValueError(f"{ENV_VAR}={spec!r} is not allowed: {error}") from None
+
+
+class FaultInjectingClient(Client):
+    """A Client that raises or poisons its update where ``faults`` say, and otherwise passes messages on."""
+
+    def __init__(self, inner: Client, faults: tuple[Fault, ...], partition_id: int) -> None:
+        self.inner = inner
+        self.faults = faults
+        self.partition_id = partition_id
+
+    def kind_for(self, server_round: int) -> str | None:
+        for fault in self.faults:
+            if fault.partition_id == self.partition_id and fault.server_round in (None, server_round):
+                return fault.kind
+        return None
+
+    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
+        return self.inner.get_properties(ins)
+
+    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        return self.inner.get_parameters(ins)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        server_round = server_round_of(ins.config)
+        kind = self.kind_for(server_round)
+        if kind == "raise":
+            raise InjectedFault(f"fault-injection: partition {self.partition_id} raises in round {server_round}")
+        res = self.inner.fit(ins)
+        if kind == "nan":
+            poisoned = [np.full_like(a, np.nan) if np.issubdtype(a.dtype, np.floating) else a
+                        for a in parameters_to_ndarrays(res.parameters)]
+            res.parameters = ndarrays_to_parameters(poisoned)
+        return res
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        return self.inner.evaluate(ins)

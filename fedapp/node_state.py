@@ -38,9 +38,21 @@ from typing import Any, Sequence
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from flwr.common import log
+from flwr.client import Client
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    log,
+)
 
-from fedapp.checkpoint import Generation, atomic_write_bytes
+from fedapp.checkpoint import Generation, atomic_write_bytes, decode_generations
+from fedapp.protocol import GENERATIONS_KEY, server_round_of
 
 # context.state entry marking that this node already restored from disk in this run.
 RESTORED_MARKER = "fedapp.node-state-restored"
@@ -193,3 +205,62 @@ def _decode_config_value(value: Any) -> Any:
     if isinstance(value, dict) and "bytes_list" in value:
         return [base64.b64decode(v) for v in value["bytes_list"]]
     return value
+
+
+class NodeStateClient(Client):
+    """A Client whose ``context.state`` outlives the process: restored before the node's first message, saved after every fit.
+
+    Wraps the Client of a ClientApp (``fedapp.client_app``). On the first fit or evaluate of a run it
+    loads the newest valid saved state of its partition into ``context.state`` (the server's
+    generation chain decides which is valid) *before* the inner client is built from it; after each
+    fit it writes ``context.state`` back.
+    """
+
+    def __init__(self, inner: Client, state: RecordDict, state_dir: str, partition_id: int,
+                 checkpoint_every: int) -> None:
+        self.inner = inner
+        self.state = state
+        self.store = NodeStateStore(state_dir, partition_id)
+        self.partition_id = partition_id
+        self.checkpoint_every = checkpoint_every
+
+    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
+        return self.inner.get_properties(ins)
+
+    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        return self.inner.get_parameters(ins)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        self.restore_once(ins.config)
+        res = self.inner.fit(ins)
+        self.persist(ins.config)
+        return res
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        self.restore_once(ins.config)
+        return self.inner.evaluate(ins)
+
+    def restore_once(self, config: dict[str, Any]) -> None:
+        """On this node's first message in the run, load its saved state into ``context.state``."""
+        if RESTORED_MARKER in self.state:
+            return
+        server_round = server_round_of(config)
+        self.state[RESTORED_MARKER] = ConfigRecord({"round": server_round})
+        chain = decode_generations(str(config.get(GENERATIONS_KEY, "")))
+        if not chain:
+            warn_unrestorable(self.partition_id, f"the server sent no {GENERATIONS_KEY!r} config key")
+            return
+        found = self.store.restore(chain)
+        if found is None:
+            return
+        saved, saved_round = found
+        load_into(self.state, saved)
+        self.state[RESTORED_MARKER] = ConfigRecord({"round": server_round, "saved-round": saved_round})
+
+    def persist(self, config: dict[str, Any]) -> None:
+        """Write ``context.state`` after a fit."""
+        chain = decode_generations(str(config.get(GENERATIONS_KEY, "")))
+        if not chain:
+            warn_unrestorable(self.partition_id, f"not saved: the server sent no {GENERATIONS_KEY!r} config key")
+            return
+        self.store.save(self.state, server_round_of(config), chain, self.checkpoint_every)

@@ -37,10 +37,10 @@ def build_server_setup(config: RunConfig, *, scratch_dir: Path | None = None) ->
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     set_determinism(config.deterministic, device)
-    model = algorithm.client.build_model(config, data.bundle)
+    model = algorithm.build_model(config, data.bundle)
     if not dry:
         model = model.to(device)
-    keys = algorithm.client.shared_keys_of(model)
+    keys = algorithm.travelling_keys(model)
     # resume=<run dir> continues that run in its own directory (checked before anything is written).
     run_dir = resolve_run_dir(config.resume or config.output_dir, config.algorithm, config.dataset)
     resolved = dict(config.to_kebab(), **{"output-dir": str(run_dir)})

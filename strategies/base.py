@@ -31,12 +31,11 @@ global parameters), plus Flower's own ``configure_fit``/``aggregate_fit``/``eval
 
 Contract for subclasses:
 
-- ``aggregate_fit``, however overridden, only ever sees validated results: every subclass's
-  ``aggregate_fit`` is wrapped (``__init_subclass__``) so that the results are screened first
-  (validation, failure logging, the ``min-fit-clients`` rule) and the override receives the accepted
-  ``(proxy, FitRes)`` pairs, sorted by partition id. A ``super().aggregate_fit`` call inside it is not
-  screened twice. What it returns becomes ``self.current`` (the arrays the next round sends and the
-  checkpoint saves).
+- :meth:`aggregate_fit` is the one place that screens a round's replies (validation, failure
+  logging, the ``min-fit-clients`` rule); :meth:`aggregate_updates` then receives the accepted
+  ``(proxy, FitRes)`` pairs, sorted by partition id, and what it returns becomes ``self.current``
+  (the arrays the next round sends and the checkpoint saves). Override ``aggregate_updates``, not
+  ``aggregate_fit``.
 - A strategy whose clients return more arrays than the global model (e.g. model + control-variate
   delta) extends ``self.reference`` in ``__init__`` with arrays of the extra shapes/dtypes.
 - State that lives only in the strategy (server control variates, SSE-C, sums of Fisher terms,
@@ -47,10 +46,9 @@ Contract for subclasses:
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from logging import INFO, WARNING
 from typing import Any, Callable, Sequence
 
@@ -89,15 +87,15 @@ from fedapp.config import RunConfig
 from fedapp.data import HeldOut
 from fedapp.loops import evaluate_model
 from fedapp.params import get_arrays, payload_bytes, set_arrays
+from fedapp.protocol import (
+    BOOKKEEPING_METRICS,
+    GENERATIONS_KEY,
+    NUM_PARTITIONS_METRIC,
+    PARTITION_METRIC,
+    SERVER_ROUND_KEY,
+)
 from fedapp.results import RunRecorder
 
-# Config keys every fit/evaluate instruction carries (besides what fit_config adds).
-SERVER_ROUND_KEY = "server-round"
-GENERATIONS_KEY = "state-generations"  # the run's generation chain, for clients' state-dir restores
-# Fit metrics that are bookkeeping, not training metrics to average.
-PARTITION_METRIC = "partition-id"
-NUM_PARTITIONS_METRIC = "num-partitions"
-BOOKKEEPING_METRICS = (PARTITION_METRIC, NUM_PARTITIONS_METRIC)
 # How long a round waits for min-available-clients to be connected before it counts as insufficient.
 AVAILABILITY_TIMEOUT_S = 600
 
@@ -112,7 +110,6 @@ class ServerSetup:
     keys: list[str]  # names of the travelling tensors, in order
     device: torch.device
     recorder: RunRecorder
-    extras: dict[str, Any] = field(default_factory=dict)
     checkpoint: Checkpoint | None = None  # set when resuming (resume=<run dir>)
 
 
@@ -233,32 +230,6 @@ def ask_partition(proxy: ClientProxy, timeout: float | None = AVAILABILITY_TIMEO
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _screened(method: Callable) -> Callable:
-    """Wrap an ``aggregate_fit`` so that it only sees validated results (see the module docstring)."""
-    if getattr(method, "__fedapp_screened__", False):
-        return method
-
-    @functools.wraps(method)
-    def aggregate_fit(self: "FederatedStrategy", server_round: int, results: list, failures: list):
-        if self._screening:  # a super() call from an already screened override
-            return method(self, server_round, results, failures)
-        accepted = self.screen_results(server_round, results, failures)
-        if accepted is None:
-            return None, {}
-        self._screening = True
-        try:
-            parameters, metrics = method(self, server_round, accepted, failures)
-        finally:
-            self._screening = False
-        if parameters is not None:
-            self.current = parameters_to_ndarrays(parameters)
-        self.recorder.add(server_round, fit_seconds=time.perf_counter() - self._round_start)
-        return parameters, metrics
-
-    aggregate_fit.__fedapp_screened__ = True  # type: ignore[attr-defined]
-    return aggregate_fit
-
-
 def client_mean(values: Sequence[float]) -> float:
     """The unweighted mean of per-client values (PM and its variants), exact via math.fsum so that
     it does not depend on the order in which the replies arrived."""
@@ -272,11 +243,6 @@ class FederatedStrategy(FedAvg):
     """
 
     has_global_model = True  # False where no global model exists (FedPer, FedRep): tables print GM as "–"
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if "aggregate_fit" in cls.__dict__:
-            cls.aggregate_fit = _screened(cls.__dict__["aggregate_fit"])  # type: ignore[method-assign]
 
     def __init__(self, setup: ServerSetup, **fedavg_kwargs: Any) -> None:
         self.setup = setup
@@ -307,7 +273,6 @@ class FederatedStrategy(FedAvg):
             checkpoint.generations + [new_generation(checkpoint.server_round)] if checkpoint else [new_generation()]
         )
         self._round_start = 0.0
-        self._screening = False
         self._attempts: dict[int, int] = {}
         self._retry_round: int | None = None
         self._partition_of: dict[str, int] = {}  # node id -> partition id, learnt from fit replies
@@ -420,17 +385,20 @@ class FederatedStrategy(FedAvg):
     def _with_run_keys(self, config: dict[str, Scalar], server_round: int) -> dict[str, Scalar]:
         return {SERVER_ROUND_KEY: server_round, **config, GENERATIONS_KEY: encode_generations(self.generations)}
 
-    @_screened
     def aggregate_fit(
         self,
         server_round: int,
         results: list[tuple[ClientProxy, FitRes]],
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Aggregate the validated ``results`` with :meth:`aggregate_updates`."""
-        train_metrics = weighted_means([(res.num_examples, res.metrics) for _, res in results])
+        """Screen the replies (:meth:`screen_results`), then aggregate the valid ones with :meth:`aggregate_updates`."""
+        accepted = self.screen_results(server_round, results, failures)
+        if accepted is None:
+            return None, {}
+        train_metrics = weighted_means([(res.num_examples, res.metrics) for _, res in accepted])
         self.recorder.add(server_round, **train_metrics)
-        self.current = self.aggregate_updates(server_round, results)
+        self.current = self.aggregate_updates(server_round, accepted)
+        self.recorder.add(server_round, fit_seconds=time.perf_counter() - self._round_start)
         return ndarrays_to_parameters(self.current), train_metrics
 
     def screen_results(
@@ -694,5 +662,3 @@ def _sent_bytes(instructions: list[tuple[ClientProxy, FitIns]]) -> int:
         total += sizes[key]
     return total
 
-
-StrategyFactory = Callable[[ServerSetup], FederatedStrategy]

@@ -15,6 +15,8 @@ set. Bytes per round: the model down and up once (one client).
 
 from __future__ import annotations
 
+from clients.centralized import CentralizedClient
+from fedapp.algorithm import Algorithm
 from strategies.base import FederatedStrategy
 
 
@@ -23,3 +25,9 @@ class CentralizedStrategy(FederatedStrategy):
 
     def num_fit_clients(self, num_available_clients: int) -> tuple[int, int]:
         return 1, 1
+
+
+ALGORITHM = Algorithm(
+    name="centralized", display_name="Centralized (upper bound)", task="any",
+    strategy=CentralizedStrategy, client=CentralizedClient,
+)

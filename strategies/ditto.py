@@ -9,8 +9,20 @@ The server side is FedAvg; the personal models live in the clients' ``context.st
 (:mod:`clients.ditto`). GM = w; PM = v_k on client k's local test set.
 """
 
+from clients.ditto import DittoClient
+from fedapp.algorithm import Algorithm
+from fedapp.options import Option
 from strategies.base import FederatedStrategy
 
 
 class DittoStrategy(FederatedStrategy):
     """FedAvg of the global models; personal models stay on the clients."""
+
+
+ALGORITHM = Algorithm(
+    name="ditto", display_name="Ditto", task="any", strategy=DittoStrategy, client=DittoClient,
+    options=(
+        Option("ditto-lambda", 0.1, "Ditto: weight of (lambda/2)||v_k - w_global||^2 in the personal objective",
+               "a number >= 0 (0: purely local personal models)", lambda v: v >= 0),
+    ),
+)

@@ -8,8 +8,13 @@ over the clients that sent a valid update in round t. The rule itself is Flower'
 bookkeeping.
 """
 
+from clients.fedavg import FedAvgClient
+from fedapp.algorithm import Algorithm
 from strategies.base import FederatedStrategy
 
 
 class FedAvgStrategy(FederatedStrategy):
     """Example-weighted averaging of all shared tensors."""
+
+
+ALGORITHM = Algorithm(name="fedavg", display_name="FedAvg", task="any", strategy=FedAvgStrategy, client=FedAvgClient)

@@ -19,7 +19,10 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from fedapp.pfl import recalibrate_batchnorm
+from clients.fedbn import FedBNClient
+from fedapp.algorithm import Algorithm
+from fedapp.params import shared_keys
+from fedapp.pfl import batchnorm_prefixes, recalibrate_batchnorm
 from strategies.base import FederatedStrategy
 
 
@@ -32,3 +35,14 @@ class FedBNStrategy(FederatedStrategy):
         if len(data.validation_indices):
             recalibrate_batchnorm(model, data.validation, self.setup.device, self.config.eval_batch_size)
         return model
+
+
+def non_batchnorm_keys(model: nn.Module) -> list[str]:
+    """Every shared tensor outside BatchNorm layers: those stay on the clients."""
+    return shared_keys(model, exclude_prefixes=batchnorm_prefixes(model))
+
+
+ALGORITHM = Algorithm(
+    name="fedbn", display_name="FedBN", task="any", strategy=FedBNStrategy, client=FedBNClient,
+    travelling_keys=non_batchnorm_keys,
+)

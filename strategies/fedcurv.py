@@ -22,12 +22,21 @@ buffers are the only non-parameters) that is about 3x FedAvg's traffic.
 from __future__ import annotations
 
 import numpy as np
-from flwr.common import FitIns, FitRes, Parameters, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy.aggregate import aggregate
 
-from clients.fedcurv import CONST_METRIC, SUMS_CONST, SUMS_ROUND
+from clients.fedcurv import CONST_METRIC, SUMS_CONST, SUMS_ROUND, FedCurvClient
+from fedapp.algorithm import Algorithm
+from fedapp.options import Option
 from fedapp.payload import split_payload, trainable_zeros
 from strategies.base import FederatedStrategy, ServerSetup
 
@@ -102,3 +111,12 @@ class FedCurvStrategy(FederatedStrategy):
         self.sums = fedcurv_sums(fishers, fisher_weights, consts)
         self.sums_round = server_round
         return [np.asarray(a, dtype=ref.dtype) for a, ref in zip(aggregate(models), self.reference)]
+
+
+ALGORITHM = Algorithm(
+    name="fedcurv", display_name="FedCurv", task="any", strategy=FedCurvStrategy, client=FedCurvClient,
+    options=(
+        Option("fedcurv-lambda", 1.0, "FedCurv: weight of sum_j sum_i F_ji (w_i - w_ji)^2",
+               "a number >= 0 (0 makes FedCurv FedAvg)", lambda v: v >= 0),
+    ),
+)

@@ -40,20 +40,29 @@ from flwr.server.client_proxy import ClientProxy
 from torch import nn
 
 from clients.fedetf import pooled_features
+from clients.fedloge import FedLoGeClient
+from fedapp.algorithm import Algorithm
 from fedapp.checkpoint import CheckpointError
 from fedapp.metrics import singlelabel_metrics
+from fedapp.models.backbones import build_backbone
+from fedapp.models.feature_realignment import (
+    aggregate_head,
+    classwise_head_weights,
+    ga_fr,
+)
 from fedapp.models.fedloge_net import (
     CHECKSUM_METRIC,
     CLASS_COUNTS_METRIC,
     GLOBAL_HEAD,
+    LOCAL_HEAD,
     FedLoGeNet,
     LinearHead,
     decode_counts,
     fixed_classifier,
     global_classifier,
 )
-from fedapp.models.feature_realignment import aggregate_head, classwise_head_weights, ga_fr
-from fedapp.params import set_arrays
+from fedapp.options import Option
+from fedapp.params import set_arrays, shared_keys
 from strategies.base import FederatedStrategy, ServerSetup, client_mean
 
 # Federated-evaluation metrics of the clients -> metrics.jsonl names (means over clients).
@@ -199,3 +208,48 @@ class FedLoGeStrategy(FederatedStrategy):
 
 def _predict(features: torch.Tensor, head: torch.Tensor) -> np.ndarray:
     return F.linear(features, head.to(features.device, features.dtype)).argmax(dim=1).cpu().numpy()
+
+
+HEAD_SEED_OFFSET = 4099  # psi/phi init seed = seed + 4099: distinct from the SSE-C's and the data's draws
+
+
+def fedloge_model(config, bundle) -> nn.Module:
+    """Backbone, the fixed SSE-C (or dense ETF) classifier from ``seed``, auxiliary head psi, local head phi."""
+    backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
+    fixed = fixed_classifier(
+        config.fedloge_classifier, bundle.num_classes, backbone.out_dim, config.sparsity, config.sse_c_norm,
+        config.seed,
+    )
+    return FedLoGeNet(backbone, backbone.out_dim, fixed, head_seed=config.seed + HEAD_SEED_OFFSET)
+
+
+def shared_without_local_head(model: nn.Module) -> list[str]:
+    """Everything but phi_k, the local head that stays on the client."""
+    return shared_keys(model, exclude_prefixes=[LOCAL_HEAD])
+
+
+ALGORITHM = Algorithm(
+    name="fedloge", display_name="FedLoGe", task="singlelabel", strategy=FedLoGeStrategy, client=FedLoGeClient,
+    model=fedloge_model, travelling_keys=shared_without_local_head,
+    options=(
+        Option("fedloge-classifier", "sse-c", "FedLoGe: fixed classifier sse-c (sparse, Eq. 3-5) or etf (dense)",
+               "sse-c (sparse ETF, FedLoGe Eq. 3-5) or etf (dense simplex ETF)", lambda v: v in ("sse-c", "etf")),
+        Option("sparsity", 0.6, "FedLoGe: beta, fraction of zero entries of every SSE-C class vector",
+               "a number in [0, 1) (fraction of zero entries)", lambda v: 0 <= v < 1),
+        Option("sse-c-norm", 1.0, "FedLoGe: gamma, the norm of every class vector of SSE-C",
+               "a number > 0 (class-vector norm gamma)", lambda v: v > 0),
+        Option("head-aggregation", "fedavg", "FedLoGe: aggregate psi by fedavg (paper) or classwise",
+               "classwise or fedavg", lambda v: v in ("classwise", "fedavg")),
+        Option("ga-fr", True, "FedLoGe: global model uses psi_c / ||psi_c|| (Eq. 6); false: raw psi"),
+        Option("global-head", "psi", "FedLoGe: global model's classifier psi (paper) or sse-c",
+               "psi or sse-c", lambda v: v in ("psi", "sse-c")),
+        Option("la-fr", True, "FedLoGe: personal head phi'_kc = psi_c/||psi_c|| * ||phi_kc|| (Eq. 7)"),
+        Option("la-fr-finetune-epochs", 0, "FedLoGe: epochs fine-tuning the personal head before the last PM",
+               "an integer >= 0 (0: no fine-tuning)", lambda v: v >= 0),
+        Option("fedloge-head-lr", 0.03, "FedLoGe: SGD step size of psi and phi_k", "a number > 0", lambda v: v > 0),
+        Option("fedloge-head-momentum", 0.5, "FedLoGe: SGD momentum of psi and phi_k", "a number in [0, 1)",
+               lambda v: 0 <= v < 1),
+        Option("fedloge-head-weight-decay", 0.0, "FedLoGe: weight decay of psi and phi_k", "a number >= 0",
+               lambda v: v >= 0),
+    ),
+)

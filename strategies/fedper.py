@@ -10,7 +10,10 @@ the GM the server records (global body + the server's untrained initial head) is
 meaningful number and tables print it as "-", as the FedLoGe paper does.
 """
 
+from clients.fedper import FedPerClient
+from fedapp.algorithm import Algorithm
 from strategies.base import FederatedStrategy
+from strategies.fedrep import body_keys
 
 
 class FedPerStrategy(FederatedStrategy):
@@ -18,3 +21,9 @@ class FedPerStrategy(FederatedStrategy):
 
     # No global head exists: tables print its GM columns as "-" (see fedapp.tables).
     has_global_model = False
+
+
+ALGORITHM = Algorithm(
+    name="fedper", display_name="FedPer", task="any", strategy=FedPerStrategy, client=FedPerClient,
+    travelling_keys=body_keys,
+)

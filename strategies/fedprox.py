@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from flwr.server.strategy import FedProx
 
+from clients.fedprox import FedProxClient
+from fedapp.algorithm import Algorithm
+from fedapp.options import Option
 from strategies.base import FederatedStrategy, ServerSetup
 
 
@@ -22,3 +25,12 @@ class FedProxStrategy(FederatedStrategy, FedProx):
 
     def __init__(self, setup: ServerSetup) -> None:
         super().__init__(setup, proximal_mu=setup.config.mu)
+
+
+ALGORITHM = Algorithm(
+    name="fedprox", display_name="FedProx", task="any", strategy=FedProxStrategy, client=FedProxClient,
+    options=(
+        Option("mu", 0.01, "FedProx: weight of the proximal term (mu/2)||w - w_global||^2",
+               "a number >= 0 (0 makes FedProx FedAvg)", lambda v: v >= 0),
+    ),
+)

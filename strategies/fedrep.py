@@ -12,6 +12,13 @@ global head: the GM the server records (global body + its untrained initial head
 meaningful and tables print "-" (the FedLoGe paper's FedRep GM needs heads at the server).
 """
 
+from torch import nn
+
+from clients.fedrep import FedRepClient
+from fedapp.algorithm import Algorithm
+from fedapp.options import Option
+from fedapp.params import shared_keys
+from fedapp.pfl import HEAD_PREFIX
 from strategies.base import FederatedStrategy
 
 
@@ -20,3 +27,18 @@ class FedRepStrategy(FederatedStrategy):
 
     # No global head exists: tables print its GM columns as "-" (see fedapp.tables).
     has_global_model = False
+
+
+def body_keys(model: nn.Module) -> list[str]:
+    """Every shared tensor but the classifier head's: the head is the client's own."""
+    return shared_keys(model, exclude_prefixes=[HEAD_PREFIX])
+
+
+ALGORITHM = Algorithm(
+    name="fedrep", display_name="FedRep", task="any", strategy=FedRepStrategy, client=FedRepClient,
+    travelling_keys=body_keys,
+    options=(
+        Option("fedrep-head-epochs", 5, "FedRep: epochs on the local head (body frozen) before the body epochs",
+               "an integer >= 1", lambda v: v >= 1),
+    ),
+)

@@ -21,7 +21,9 @@ from __future__ import annotations
 import numpy as np
 from flwr.common import Scalar
 
-from clients.ratio_loss import WEIGHTS_KEY, encode_weights
+from clients.ratio_loss import WEIGHTS_KEY, RatioLossClient, encode_weights
+from fedapp.algorithm import Algorithm
+from fedapp.options import Option, require
 from fedapp.pfl import auxiliary_batches, class_ratio_estimates, ratio_loss_weights
 from strategies.base import FederatedStrategy, ServerSetup
 
@@ -60,3 +62,22 @@ class RatioLossStrategy(FederatedStrategy):
             )
             self._weights = (server_round, encode_weights(weights))
         return {**super().fit_config(server_round), WEIGHTS_KEY: self._weights[1]}
+
+
+def check_class_weights(config) -> None:
+    """The class weights alpha + beta * Ra_c must be positive."""
+    require(config.ratio_loss_alpha + config.ratio_loss_beta > 0, "ratio-loss-beta", config.ratio_loss_beta,
+            "a number > 0 when ratio-loss-alpha is 0 (the class weights must be positive)")
+
+
+ALGORITHM = Algorithm(
+    name="ratio-loss", display_name="Ratio Loss", task="singlelabel", strategy=RatioLossStrategy,
+    client=RatioLossClient, check=check_class_weights,
+    options=(
+        Option("ratio-loss-alpha", 1.0, "Ratio Loss: class weight w_c = alpha + beta * Ra_c", "a number >= 0",
+               lambda v: v >= 0),
+        Option("ratio-loss-beta", 0.1, "Ratio Loss: see ratio-loss-alpha", "a number >= 0", lambda v: v >= 0),
+        Option("ratio-loss-aux-per-class", 8, "Ratio Loss: server's auxiliary samples per class (validation split)",
+               "an integer >= 1", lambda v: v >= 1),
+    ),
+)

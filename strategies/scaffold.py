@@ -20,10 +20,19 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from flwr.common import FitIns, FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    FitIns,
+    FitRes,
+    Parameters,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 
+from clients.scaffold import ScaffoldClient
+from fedapp.algorithm import Algorithm
+from fedapp.options import Option
 from fedapp.payload import split_payload, trainable_keys, trainable_zeros
 from strategies.base import FederatedStrategy, ServerSetup
 
@@ -93,3 +102,16 @@ class ScaffoldStrategy(FederatedStrategy):
         for i, value in zip(self.variate_index, new_params):
             new_x[i] = value
         return new_x
+
+
+ALGORITHM = Algorithm(
+    name="scaffold", display_name="SCAFFOLD", task="any", strategy=ScaffoldStrategy, client=ScaffoldClient,
+    options=(
+        Option("server-lr", 1.0, "SCAFFOLD: global step size eta_g of x <- x + eta_g * mean(y_k - x)",
+               "a number > 0 (1 is the paper's default)", lambda v: v > 0),
+        Option("scaffold-local-lr", 0.3, "SCAFFOLD: local SGD step size eta_l (replaces optimizer/lr)",
+               "a number > 0", lambda v: v > 0),
+        Option("scaffold-momentum", 0.9, "SCAFFOLD: heavy-ball momentum of the local SGD (0: plain SGD)",
+               "a number in [0, 1)", lambda v: 0 <= v < 1),
+    ),
+)

@@ -36,9 +36,18 @@ from flwr.common import (
 )
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
+from torch import nn
 
-from clients.spherefed import CALIBRATE_KEY, CROSS_KEY, GRAM_KEY
-from fedapp.models.sphere import CalibratedSphereNet, decode_matrix, ridge_classifier
+from clients.spherefed import CALIBRATE_KEY, CROSS_KEY, GRAM_KEY, SphereFedClient
+from fedapp.algorithm import Algorithm
+from fedapp.models.backbones import build_backbone
+from fedapp.models.sphere import (
+    CalibratedSphereNet,
+    SphereNet,
+    decode_matrix,
+    ridge_classifier,
+)
+from fedapp.options import Option
 from fedapp.params import payload_bytes
 from strategies.base import FederatedStrategy, ServerSetup
 
@@ -123,3 +132,23 @@ class SphereFedStrategy(FederatedStrategy):
         calibrated = ridge_classifier(grams, crosses, self.ridge)
         model = CalibratedSphereNet(self.global_model(self.current), calibrated)
         self.recorder.add(server_round, **self.server_metrics(model))
+
+
+def sphere_model(config, bundle) -> nn.Module:
+    """Backbone with normalised features against a fixed orthonormal classifier from ``seed``."""
+    backbone = build_backbone(config.backbone, bundle.input_shape[0], config.pretrained_path)
+    return SphereNet(backbone, backbone.out_dim, bundle.num_classes, config.spherefed_scale, config.seed)
+
+
+ALGORITHM = Algorithm(
+    name="spherefed", display_name="SphereFed", task="any", strategy=SphereFedStrategy, client=SphereFedClient,
+    model=sphere_model,
+    options=(
+        Option("spherefed-scale", 16.0, "SphereFed: s in logit_c = s * cos(z, w_c)", "a number > 0",
+               lambda v: v > 0),
+        Option("spherefed-ridge", 0.01, "SphereFed: lambda of the closed-form calibration",
+               "a number >= 0 (> 0 keeps the system solvable)", lambda v: v >= 0),
+        Option("spherefed-calibrate-every", 1, "SphereFed: calibrate every N rounds and after the last; 0 = last only",
+               "an integer >= 0 (0: calibrate only after the last round)", lambda v: v >= 0),
+    ),
+)

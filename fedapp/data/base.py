@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fedapp.config import ConfigError
+from fedapp.options import ConfigError
 
 Task = Literal["multilabel", "singlelabel"]
 TASK_NAMES: dict[str, str] = {"multilabel": "multi-label", "singlelabel": "single-label"}
