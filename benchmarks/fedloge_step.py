@@ -80,15 +80,16 @@ def make_client_rounds(seed: int) -> dict[str, Callable[[], None]]:
                                        "imbalance-factor": 50.0, "alpha": 0.5, "seed": seed})
         split = federate(config, NODES)
         states = [RecordDict() for _ in range(NODES)]
-        client_class = get_algorithm(algorithm).client
-        parameters = client_class(ClientSetup(config, 0, split, torch.device("cpu"), states[0])).get_parameters({})
+        declared = get_algorithm(algorithm)
+        client_class = declared.client
+        parameters = client_class(ClientSetup(config, 0, split, torch.device("cpu"), states[0], declared)).get_parameters({})
 
         def one_round(client_class=client_class, config=config, split=split, states=states,
-                      parameters=parameters) -> None:
+                      parameters=parameters, declared=declared) -> None:
             for partition in range(NODES):
-                setup = ClientSetup(config, partition, split, torch.device("cpu"), states[partition])
+                setup = ClientSetup(config, partition, split, torch.device("cpu"), states[partition], declared)
                 client_class(setup).fit(parameters, {"server-round": 1})
-                setup = ClientSetup(config, partition, split, torch.device("cpu"), states[partition])
+                setup = ClientSetup(config, partition, split, torch.device("cpu"), states[partition], declared)
                 client_class(setup).evaluate(parameters, {"server-round": 1})
         rounds[algorithm] = one_round
     return rounds

@@ -22,7 +22,7 @@ from torch import nn
 
 from clients.base import BaseClient
 from fedapp.loops import train_epochs
-from fedapp.pfl import ditto_proximal_term
+from fedapp.params import proximal_term
 
 PERSONAL_MODEL_KEY = "ditto-personal-model"
 
@@ -52,7 +52,7 @@ class DittoClient(BaseClient):
 
         def personal_loss(model: nn.Module, images: torch.Tensor, targets: torch.Tensor):
             task, terms = self.loss(model, images, targets)
-            prox = ditto_proximal_term(personal_params, anchor, lam)
+            prox = 0.5 * lam * proximal_term(personal_params, anchor)
             return task + prox, {"personal_loss": terms["loss"], "proximal": float(prox.detach())}
 
         personal_metrics = train_epochs(

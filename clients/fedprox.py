@@ -13,24 +13,15 @@ run's optimizer (AdamW by default) minimises h_k, as the FedNCAlign-ML paper run
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from clients.base import BaseClient
+from fedapp.params import proximal_term
 from fedapp.payload import trainable_keys
-
-
-def proximal_term(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``||w - w^t||^2`` summed over all tensors (without the mu/2 factor)."""
-    if len(params) != len(anchors):
-        raise ValueError(f"{len(params)} parameters but {len(anchors)} anchors")
-    total = torch.zeros((), device=params[0].device if params else None)
-    for param, anchor in zip(params, anchors):
-        total = total + torch.sum((param - anchor) ** 2)
-    return total
 
 
 class FedProxClient(BaseClient):

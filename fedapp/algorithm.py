@@ -40,7 +40,8 @@ class Algorithm:
         also_reads: keys declared by another algorithm that this one reads too.
         model: ``(config, bundle) -> nn.Module``, the network the server and every client build.
         travelling_keys: ``model -> [names]``, the tensors that travel, in order.
-        check: cross-key checks of a config that runs this algorithm (raise ConfigError).
+        check: cross-key checks of its keys, run on every config (raise ConfigError; test
+            ``config.algorithm`` for checks that only matter when this algorithm runs).
     """
 
     name: str

@@ -108,7 +108,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
     # Training speed on GPUs
     Option("num-workers", 0, "DataLoader worker processes per client",
            "an integer >= 0 (0: read in the training process)", _non_negative),
-    Option("amp", "off", "mixed precision: off, bf16 or fp16", choices=("off", "bf16", "fp16")),
+    Option("amp", "off", "mixed precision: off, bf16 or fp16", "off, bf16 or fp16", lambda v: v in ("off", "bf16", "fp16")),
     Option("channels-last", False, "model and images in channels-last (NHWC) memory format"),
     Option("compile", False, "torch.compile the model's forward (in place)"),
     Option("deterministic", False, "deterministic kernels and cuDNN flags (GPU runs repeat bit for bit)"),
@@ -258,9 +258,9 @@ class RunConfig:
         for key, option in all_options().items():
             option.validate(self._values[key], algorithm_names if key == "algorithm" else None)
         self._check_shot_split()
-        check = declared[self.algorithm].check
-        if check is not None:
-            check(self)
+        for algorithm in declared.values():
+            if algorithm.check is not None:
+                algorithm.check(self)
 
     def _check_shot_split(self) -> None:
         require((self.many_shot_min == 0) == (self.few_shot_max == 0), "few-shot-max", self.few_shot_max,

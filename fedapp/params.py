@@ -43,3 +43,21 @@ def set_arrays(model: nn.Module, keys: Sequence[str], arrays: Sequence[np.ndarra
 def payload_bytes(arrays: Sequence[np.ndarray]) -> int:
     """Bytes of the array payloads (what an update weighs on the wire, headers excluded)."""
     return int(sum(a.nbytes for a in arrays))
+
+
+def proximal_term(params: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``sum_i ||p_i - a_i||^2`` over paired tensors, the anchors held constant (no gradient flows to them).
+
+    FedProx adds ``(mu / 2)`` times it to the local loss (anchors: the received global model), Ditto
+    ``(lambda / 2)`` times it to the personal objective; the gradient with respect to ``p`` is
+    ``2 (p - a)``.
+    """
+    if len(params) != len(anchors):
+        raise ValueError(f"{len(params)} parameters but {len(anchors)} anchors")
+    if not params:
+        raise ValueError("proximal_term needs at least one tensor")
+    total = None
+    for param, anchor in zip(params, anchors):
+        term = torch.sum((param - anchor.detach()) ** 2)
+        total = term if total is None else total + term
+    return total

@@ -3,8 +3,8 @@ FedRoD, FedETF, Ratio Loss), unit-tested without Flower.
 
 - Which tensors travel: :func:`batchnorm_prefixes` (FedBN keeps these local), :data:`HEAD_PREFIX`
   (FedPer / FedRep / FedBABU keep the classifier local).
-- Losses: :func:`balanced_softmax_loss` (FedRoD's generic head, FedETF),
-  :func:`ditto_proximal_term` (Ditto's personal objective).
+- Losses: :func:`balanced_softmax_loss` (FedRoD's generic head, FedETF); Ditto's proximal term is
+  :func:`fedapp.params.proximal_term`, shared with FedProx.
 - Ratio Loss monitor: :func:`class_ratio_estimates` and :func:`ratio_loss_weights`.
 - Training helpers: :func:`train_only` (freeze everything but some parameters for a phase),
   :func:`recalibrate_batchnorm` (re-estimate BN statistics on data the server holds).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,22 +60,6 @@ def balanced_softmax_loss(
     prior = log_class_prior(class_counts).to(logits.device, logits.dtype)
     return F.cross_entropy(logits + prior, targets)
 
-
-def ditto_proximal_term(
-    personal: Iterable[torch.Tensor], anchor: Sequence[torch.Tensor], lam: float
-) -> torch.Tensor:
-    """Ditto's regulariser (lambda / 2) * ||v - w||^2 summed over all tensors.
-
-    Its gradient with respect to ``v`` is ``lambda * (v - w)``; ``anchor`` (the global model of the
-    round) is treated as a constant.
-    """
-    total = None
-    for v, w in zip(personal, anchor):
-        term = torch.sum((v - w.detach()) ** 2)
-        total = term if total is None else total + term
-    if total is None:
-        raise ValueError("ditto_proximal_term needs at least one tensor")
-    return 0.5 * lam * total
 
 
 # --------------------------------------------------------------------------- Ratio Loss monitor

@@ -20,7 +20,8 @@ from fedapp.params import get_arrays
 from fedapp.registry import get_algorithm
 from fedapp.results import RunRecorder, resolve_run_dir
 from fedapp.server_loop import FederationServer
-from strategies.base import ServerSetup, check_update
+from strategies.base import ServerSetup
+from strategies.screening import check_update
 
 
 def build_server_setup(config: RunConfig, *, scratch_dir: Path | None = None) -> ServerSetup:

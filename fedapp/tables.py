@@ -46,7 +46,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fedapp.config import ALGORITHMS, ConfigError, RunConfig, available_presets
+from fedapp.config import ConfigError, RunConfig, available_presets
+from fedapp.registry import algorithms, display_name
 from fedapp.results import PROJECT_ROOT
 from fedapp.sweep import (  # noqa: F401 - RunSpec, execute, run_state: part of this module's API (benchmarks)
     COMPLETED,
@@ -84,12 +85,6 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "singlelabel": (("gm", "GM"), ("pm", "PM"), ("many", "Many"), ("medium", "Med"), ("few", "Few")),
 }
 DISPLAY = {"multilabel": (100.0, 2), "singlelabel": (1.0, 4)}  # percent like FedNCAlign-ML; FedLoGe fractions
-METHOD_NAMES = {
-    "centralized": "Centralized (upper bound)", "fedavg": "FedAvg", "fedprox": "FedProx", "fedcurv": "FedCurv",
-    "scaffold": "SCAFFOLD", "spherefed": "SphereFed", "fedlgt": "FedLGT", "fedncalign-ml": "FedNCAlign-ML",
-    "fedloge": "FedLoGe", "fedbn": "FedBN", "fedper": "FedPer", "fedrep": "FedRep", "ditto": "Ditto",
-    "fedrod": "FedROD", "fedbabu": "FedBABU", "fedetf": "FedETF", "ratio-loss": "Ratio Loss",
-}
 GLOBAL_MODEL_METRICS = ("gm", "many", "medium", "few")  # single-label columns measured on the global model
 
 
@@ -143,9 +138,8 @@ def table_cells(
 
 def has_global_model(algorithm: str) -> bool:
     """False for methods without a global model (FedPer, FedRep: no global head); unknown names: True."""
-    from fedapp.registry import get_algorithm
-
-    return algorithm not in ALGORITHMS or get_algorithm(algorithm).strategy.has_global_model
+    declared = algorithms().get(algorithm)
+    return declared is None or declared.strategy.has_global_model
 
 
 def resolved_task(setting: str) -> str:
@@ -180,7 +174,7 @@ def markdown(records: list[dict[str, Any]], settings: Sequence[str], algorithms:
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         index = {(r["selection"], r["setting"], r["algorithm"], r["metric"]): r for r in records}
         for algorithm in algorithms:
-            cells = [labels.get(algorithm, METHOD_NAMES.get(algorithm, algorithm))]
+            cells = [labels.get(algorithm, display_name(algorithm))]
             for setting in settings:
                 cells += [format_cell(index[(selection, setting, algorithm, metric)], seeds)
                           for metric, _ in COLUMNS[tasks[setting]]]
@@ -221,7 +215,7 @@ def bar_chart(records: list[dict[str, Any]], settings: Sequence[str], algorithms
             errors = [0.0 if math.isnan(c["std"]) else c["std"] * scale for c in cells]
             positions = np.arange(len(columns)) + (k - (len(algorithms) - 1) / 2) * width
             ax.bar(positions, means, width, yerr=errors, capsize=2, color=palette[k % len(palette)],
-                   label=METHOD_NAMES.get(algorithm, algorithm))
+                   label=display_name(algorithm))
         ax.set_xticks(np.arange(len(columns)), [header for _, header in columns])
         ax.set_ylabel("%" if tasks[setting] == "multilabel" else "accuracy")
         ax.set_title(f"{setting} ({selection})")
@@ -414,7 +408,7 @@ def method_labels(plan: TuningPlan, selections: dict[tuple[str, str], Selection]
     """``FedAvg (optimizer=sgd, lr=0.1)``; with several tuning settings, one group per setting."""
     labels = {}
     for algorithm in algorithms:
-        name = METHOD_NAMES.get(algorithm, algorithm)
+        name = display_name(algorithm)
         parts = []
         for setting in plan.tune_settings:
             sel = selections[(setting, algorithm)]

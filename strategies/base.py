@@ -1,5 +1,9 @@
 """What every strategy of this app shares, on top of Flower's FedAvg.
 
+Longer than 350 lines because it is the one class Flower's server loop calls in every phase of a
+round (configure, screen, aggregate, evaluate, checkpoint); its pure parts live beside it in
+:mod:`strategies.screening`, :mod:`strategies.sampling` and :mod:`strategies.bookkeeping`.
+
 - **Update validation**: each client update must have the expected number of arrays, shapes and
   dtypes (``self.reference``), finite values and, with ``max-update-norm`` > 0, an update delta
   ``||w_k - w_global||_2`` within the bound (over the model arrays ``self.current``; extra arrays a
@@ -45,22 +49,19 @@ Contract for subclasses:
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import time
 from dataclasses import dataclass
 from logging import INFO, WARNING
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from flwr.common import (
-    Code,
     EvaluateIns,
     EvaluateRes,
     FitIns,
     FitRes,
-    GetPropertiesIns,
     Parameters,
     Scalar,
     log,
@@ -69,7 +70,6 @@ from flwr.common import (
 )
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.criterion import Criterion
 from flwr.server.strategy import FedAvg
 from flwr.server.strategy.aggregate import aggregate_inplace
 from torch import nn
@@ -84,7 +84,7 @@ from fedapp.checkpoint import (
     save_checkpoint,
 )
 from fedapp.config import RunConfig
-from fedapp.data import HeldOut
+from fedapp.data import HeldOut, federate
 from fedapp.loops import evaluate_model
 from fedapp.params import get_arrays, payload_bytes, set_arrays
 from fedapp.protocol import (
@@ -95,10 +95,9 @@ from fedapp.protocol import (
     SERVER_ROUND_KEY,
 )
 from fedapp.results import RunRecorder
-
-# How long a round waits for min-available-clients to be connected before it counts as insufficient.
-AVAILABILITY_TIMEOUT_S = 600
-
+from strategies.bookkeeping import client_mean, per_client_multilabel_scores, sent_bytes, weighted_means
+from strategies.sampling import PartitionOrder, SeededClientManager
+from strategies.screening import check_update
 
 @dataclass
 class ServerSetup:
@@ -115,125 +114,6 @@ class ServerSetup:
 
 class InsufficientClientsError(RuntimeError):
     """A round got fewer valid updates than ``min-fit-clients`` under ``on-insufficient-clients=fail``."""
-
-
-def check_update(
-    arrays: list[np.ndarray],
-    reference: list[np.ndarray],
-    max_norm: float | None = None,
-    origin: list[np.ndarray] | None = None,
-) -> str | None:
-    """Why an update cannot be aggregated, or None if it can.
-
-    Checks, in order: the number of arrays, each shape and dtype against ``reference``, finiteness,
-    and (if ``max_norm``) the L2 norm of the update delta ``arrays - origin`` over the arrays of
-    ``origin`` (the global model the client started from; ``reference`` when not given).
-    """
-    if len(arrays) != len(reference):
-        return f"expected {len(reference)} arrays, got {len(arrays)}"
-    for index, (array, expected) in enumerate(zip(arrays, reference)):
-        if array.shape != expected.shape:
-            return f"array {index} has shape {array.shape}, expected {expected.shape}"
-        if array.dtype != expected.dtype:
-            return f"array {index} has dtype {array.dtype}, expected {expected.dtype}"
-        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-            return f"array {index} has non-finite values"
-    if max_norm is not None:
-        base = reference if origin is None else origin
-        norm = update_norm(arrays[: len(base)], base)
-        if norm > max_norm:
-            return f"update norm ||w_k - w_global|| = {norm:.3g} exceeds max-update-norm={max_norm:.3g}"
-    return None
-
-
-def update_norm(arrays: list[np.ndarray], origin: list[np.ndarray]) -> float:
-    """``sqrt(sum_i ||a_i - o_i||^2)`` over the floating-point arrays, in float64."""
-    total = 0.0
-    for array, start in zip(arrays, origin):
-        if np.issubdtype(array.dtype, np.floating):
-            total += float(np.sum(np.square(array.astype(np.float64) - start.astype(np.float64))))
-    return float(np.sqrt(total))
-
-
-def sample_indices(num_available: int, num_clients: int, seed: int, server_round: int, attempt: int,
-                   purpose: int) -> list[int]:
-    """``num_clients`` distinct indices of ``range(num_available)``, sorted, fixed by the arguments."""
-    if num_clients >= num_available:
-        return list(range(num_available))
-    rng = np.random.default_rng([seed, server_round, attempt, purpose])
-    return sorted(int(i) for i in rng.choice(num_available, size=num_clients, replace=False))
-
-
-class SeededClientManager(ClientManager):
-    """A view of the real client manager whose ``sample`` is a seeded draw over an ordered list of clients.
-
-    Flower's ``SimpleClientManager.sample`` uses the unseeded global ``random``; this makes the
-    sample a function of (seed, round, attempt) and of the order ``order(clients)`` puts the
-    available clients in. The strategy orders them by partition id, which, unlike Flower's node
-    ids, is the same in every run and after a resume.
-    """
-
-    def __init__(self, inner: ClientManager, seed: int, server_round: int, attempt: int, purpose: int,
-                 wait_timeout: int = AVAILABILITY_TIMEOUT_S,
-                 order: Callable[[dict[str, ClientProxy]], list[str]] | None = None) -> None:
-        self.inner = inner
-        self.key = (seed, server_round, attempt, purpose)
-        self.wait_timeout = wait_timeout
-        self.order = order or (lambda clients: sorted(clients, key=_cid_key))
-        self.shortfall: str | None = None  # why the last sample came back short, if it did
-
-    def num_available(self) -> int:
-        return self.inner.num_available()
-
-    def register(self, client: ClientProxy) -> bool:
-        return self.inner.register(client)
-
-    def unregister(self, client: ClientProxy) -> None:
-        self.inner.unregister(client)
-
-    def all(self) -> dict[str, ClientProxy]:
-        return self.inner.all()
-
-    def wait_for(self, num_clients: int, timeout: int) -> bool:
-        return self.inner.wait_for(num_clients, timeout)
-
-    def sample(self, num_clients: int, min_num_clients: int | None = None,
-               criterion: Criterion | None = None) -> list[ClientProxy]:
-        needed = max(num_clients, min_num_clients or 0)
-        if not self.inner.wait_for(needed, self.wait_timeout):
-            self.shortfall = (f"only {self.inner.num_available()} clients connected after {self.wait_timeout} s, "
-                              f"{needed} needed (min-available-clients / min-fit-clients)")
-            return []
-        clients = {cid: proxy for cid, proxy in self.inner.all().items()
-                   if criterion is None or criterion.select(proxy)}
-        if num_clients > len(clients):
-            self.shortfall = f"only {len(clients)} clients available, {num_clients} needed"
-            return []
-        if num_clients == len(clients):  # everyone: no draw, so no need to know the order
-            return [clients[cid] for cid in sorted(clients, key=_cid_key)]
-        ids = self.order(clients)
-        return [clients[ids[i]] for i in sample_indices(len(ids), num_clients, *self.key)]
-
-
-def _cid_key(cid: str) -> tuple[int, Any]:
-    return (0, int(cid)) if str(cid).lstrip("-").isdigit() else (1, str(cid))
-
-
-def ask_partition(proxy: ClientProxy, timeout: float | None = AVAILABILITY_TIMEOUT_S) -> int | None:
-    """The partition id a client reports in its properties, or None if it reports none or fails."""
-    try:
-        res = proxy.get_properties(GetPropertiesIns(config={}), timeout, None)
-    except Exception as error:  # noqa: BLE001 - an unreachable client is ordered last, not fatal
-        log(WARNING, "node %s did not report its partition id: %s", proxy.cid, short_reason(error))
-        return None
-    value = res.properties.get(PARTITION_METRIC) if res.status.code == Code.OK else None
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def client_mean(values: Sequence[float]) -> float:
-    """The unweighted mean of per-client values (PM and its variants), exact via math.fsum so that
-    it does not depend on the order in which the replies arrived."""
-    return math.fsum(values) / len(values)
 
 
 class FederatedStrategy(FedAvg):
@@ -275,7 +155,7 @@ class FederatedStrategy(FedAvg):
         self._round_start = 0.0
         self._attempts: dict[int, int] = {}
         self._retry_round: int | None = None
-        self._partition_of: dict[str, int] = {}  # node id -> partition id, learnt from fit replies
+        self.partitions = PartitionOrder()  # node id -> partition id, learnt from replies
         self.partition_counts: np.ndarray | None = None  # (K, C) training samples per client and class
 
     # ------------------------------------------------------------- small hooks
@@ -357,11 +237,11 @@ class FederatedStrategy(FedAvg):
             self.recorder.add(server_round, round_skipped=False, clients_selected=0, clients_ok=0,
                               clients_rejected=0, clients_failed=0, bytes_sent=0, bytes_received=0)
         sampler = SeededClientManager(client_manager, self.config.seed, server_round, attempt, purpose=0,
-                                      order=self.partition_order)
+                                      order=self.partitions.partition_order)
         instructions = super().configure_fit(server_round, parameters, sampler)
         instructions = [(proxy, FitIns(ins.parameters, self._with_run_keys(ins.config, server_round)))
                         for proxy, ins in instructions]
-        self.recorder.increment(server_round, bytes_sent=_sent_bytes(instructions),
+        self.recorder.increment(server_round, bytes_sent=sent_bytes(instructions),
                                 clients_selected=len(instructions))
         if attempt > 0:
             self.recorder.add(server_round, round_attempts=attempt + 1)
@@ -377,7 +257,7 @@ class FederatedStrategy(FedAvg):
         if self.fraction_evaluate == 0.0:
             return []
         sampler = SeededClientManager(client_manager, self.config.seed, server_round, 0, purpose=1,
-                                      order=self.partition_order)
+                                      order=self.partitions.partition_order)
         instructions = super().configure_evaluate(server_round, parameters, sampler)
         return [(proxy, EvaluateIns(ins.parameters, self._with_run_keys(ins.config, server_round)))
                 for proxy, ins in instructions]
@@ -410,12 +290,12 @@ class FederatedStrategy(FedAvg):
         """Validate, log and count a round's replies; None if too few are valid to aggregate."""
         received = sum(payload_bytes(parameters_to_ndarrays(res.parameters)) for _, res in results)
         for proxy, res in results:
-            self.partition_key(str(proxy.cid), res.metrics)  # learn node id -> partition id
+            self.partitions.partition_key(str(proxy.cid), res.metrics)  # learn node id -> partition id
             if self.partition_counts is None and NUM_PARTITIONS_METRIC in res.metrics:
                 self.record_partition(int(res.metrics[NUM_PARTITIONS_METRIC]))
         accepted, rejected = self.validate_results(server_round, results)
         for failure in failures:
-            log(WARNING, "round %s: a client failed: %s", server_round, self._describe(failure))
+            log(WARNING, "round %s: a client failed: %s", server_round, self.describe(failure))
         self.recorder.increment(server_round, bytes_received=received, clients_rejected=rejected,
                                 clients_failed=len(failures))
         self.recorder.add(server_round, clients_ok=len(accepted), partitions_ok=sorted(
@@ -443,7 +323,7 @@ class FederatedStrategy(FedAvg):
                 accepted.append((proxy, res))
             else:
                 log(WARNING, "round %s: rejected the update of %s: %s", server_round,
-                    self._client_name(str(proxy.cid)), reason)
+                    self.client_name(str(proxy.cid)), reason)
         return accepted, len(results) - len(accepted)
 
     def record_partition(self, num_partitions: int) -> None:
@@ -452,8 +332,6 @@ class FederatedStrategy(FedAvg):
         The server holds the same data as the clients, so the split is recomputed here rather than
         sent; a failure only costs the partition plot and the per-client class columns.
         """
-        from fedapp.data import federate
-
         try:
             split = federate(self.config, num_partitions)
         except Exception as error:  # a plot must never stop a run
@@ -534,27 +412,13 @@ class FederatedStrategy(FedAvg):
         return metrics
 
     def record_client_multilabel(self, server_round: int, model: nn.Module) -> None:
-        """Per client: macro-F1 / macro-AUC of ``model`` on the global test set over the client's classes.
-
-        Multi-label data have no local test sets; each client is scored on the classes it trains on
-        (its columns of the test labels), which shows who the global model leaves behind.
-        """
+        """Per client: macro-F1 / macro-AUC of ``model`` on the global test set over the client's classes."""
         counts = self.partition_counts
         if counts is None or counts.size == 0:
             return
-        from fedapp.loops import predict
-        from fedapp.metrics import multilabel_metrics
-
-        bundle = self.setup.data.bundle
-        targets, scores = predict(model, bundle.test, bundle.task, self.setup.device, self.config.eval_batch_size)
-        per_client: dict[int, dict[str, float]] = {}
-        for partition, row in enumerate(counts):
-            classes = np.flatnonzero(row > 0)
-            if classes.size == 0:
-                continue
-            values = multilabel_metrics(targets[:, classes], scores[:, classes])
-            per_client[partition] = {"macro_f1": values["macro_f1"], "macro_auc": values["macro_auc"]}
-        self.recorder.add_client_metrics(server_round, per_client)
+        scores = per_client_multilabel_scores(model, self.setup.data.bundle, counts, self.setup.device,
+                                              self.config.eval_batch_size)
+        self.recorder.add_client_metrics(server_round, scores)
 
     def aggregate_evaluate(
         self,
@@ -564,7 +428,7 @@ class FederatedStrategy(FedAvg):
     ) -> tuple[float | None, dict[str, Scalar]]:
         """PM: the unweighted mean over clients of their personalized local-test accuracy."""
         for failure in failures:
-            log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self._describe(failure))
+            log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self.describe(failure))
         accuracies = [float(res.metrics["accuracy"]) for _, res in results]
         pm = client_mean(accuracies) if accuracies else float("nan")
         self.recorder.add_client_metrics(server_round, {
@@ -589,76 +453,15 @@ class FederatedStrategy(FedAvg):
         if self.recorder.is_open(server_round):
             self.end_round(server_round)
 
-    # ------------------------------------------------------------- ordering
-    def partition_key(self, cid: str, metrics: dict[str, Scalar] | None = None) -> tuple[int, Any]:
-        """Sort key of a client: its partition id (from ``metrics`` or learnt earlier), else its node id last."""
-        if metrics is not None and PARTITION_METRIC in metrics:
-            self._partition_of[cid] = int(metrics[PARTITION_METRIC])
-        partition = self._partition_of.get(cid)
-        return (0, partition, 0) if partition is not None else (1, 0, _cid_key(cid))
-
+    # ------------------------------------------------------- naming and order
     def in_partition_order(self, results: Sequence[tuple[ClientProxy, Any]]) -> list[tuple[ClientProxy, Any]]:
         """Fit or evaluate replies sorted by the partition id each carries (stable across runs)."""
-        return sorted(results, key=lambda pair: self.partition_key(str(pair[0].cid), pair[1].metrics))
+        return self.partitions.in_partition_order(results)
 
-    def partition_order(self, clients: dict[str, ClientProxy]) -> list[str]:
-        """The node ids of ``clients`` in partition-id order; unknown partitions are asked for first."""
-        unknown = [cid for cid in clients if cid not in self._partition_of]
-        if unknown:
-            with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(unknown), 16)) as pool:
-                answers = list(pool.map(lambda cid: ask_partition(clients[cid]), unknown))
-            for cid, partition in zip(unknown, answers):
-                if partition is not None:
-                    self._partition_of[cid] = partition
-        return sorted(clients, key=self.partition_key)
+    def client_name(self, cid: str) -> str:
+        """``node <id> (partition <k>)`` for logs."""
+        return self.partitions.client_name(cid)
 
-    # ---------------------------------------------------------------- helpers
-    def _client_name(self, cid: str) -> str:
-        partition = self._partition_of.get(cid)
-        return f"node {cid}" + (f" (partition {partition})" if partition is not None else "")
-
-    def _describe(self, failure: Any) -> str:
-        cid = getattr(failure, "cid", None)
-        if cid is not None:
-            return f"{self._client_name(str(cid))}: {short_reason(failure.cause)}"
-        return _describe(failure)
-
-
-def weighted_means(pairs: list[tuple[int, dict[str, Scalar]]]) -> dict[str, float]:
-    """Example-weighted mean of each numeric metric the clients returned (bookkeeping keys excluded)."""
-    total = sum(n for n, _ in pairs)
-    if total == 0:
-        return {}
-    names = sorted({k for _, m in pairs for k, v in m.items()
-                    if isinstance(v, (int, float)) and k not in BOOKKEEPING_METRICS})
-    return {name: float(sum(n * float(m.get(name, 0.0)) for n, m in pairs) / total) for name in names}
-
-
-def short_reason(cause: BaseException | str, limit: int = 400) -> str:
-    """The gist of a client error: Flower wraps a ClientApp's exception in a long remote traceback."""
-    text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
-    marker = "occurred. Message:"
-    if marker in text:  # "... Exception ClientAppException occurred. Message: <the client's message>'>)..."
-        text = "ClientApp raised: " + text.rsplit(marker, 1)[1].strip().split("'>", 1)[0].strip()
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _describe(failure: Any) -> str:
-    if isinstance(failure, BaseException):
-        return repr(failure)
-    proxy, res = failure
-    return f"node {proxy.cid}: {res.status.message}"
-
-
-def _sent_bytes(instructions: list[tuple[ClientProxy, FitIns]]) -> int:
-    """Payload bytes of all instructions (each distinct Parameters object is decoded once)."""
-    sizes: dict[int, int] = {}
-    total = 0
-    for _, ins in instructions:
-        key = id(ins.parameters)
-        if key not in sizes:
-            sizes[key] = payload_bytes(parameters_to_ndarrays(ins.parameters))
-        total += sizes[key]
-    return total
-
+    def describe(self, failure: Any) -> str:
+        """One line about a failed reply, naming the client."""
+        return self.partitions.describe(failure)

@@ -63,7 +63,8 @@ from fedapp.models.fedloge_net import (
 )
 from fedapp.options import Option
 from fedapp.params import set_arrays, shared_keys
-from strategies.base import FederatedStrategy, ServerSetup, client_mean
+from strategies.base import FederatedStrategy, ServerSetup
+from strategies.bookkeeping import client_mean
 
 # Federated-evaluation metrics of the clients -> metrics.jsonl names (means over clients).
 PM_VARIANTS = {"accuracy_la_fr": "test_pm_la_fr", "accuracy_local_head": "test_pm_local_head",
@@ -110,7 +111,7 @@ class FedLoGeStrategy(FederatedStrategy):
                 kept.append((proxy, res))
             else:
                 log(WARNING, "round %s: rejected the update of %s: %s", server_round,
-                    self._client_name(str(proxy.cid)), reason)
+                    self.client_name(str(proxy.cid)), reason)
         return kept, rejected + len(accepted) - len(kept)
 
     def fedloge_reason(self, metrics: dict[str, Scalar]) -> str | None:

@@ -66,6 +66,11 @@ def check_losses(config) -> None:
     if config.fedncalign_formulation == "authors":
         require(0 <= config.tau < 1, "tau", config.tau,
                 "a margin on a sigmoid probability in [0, 1) (fedncalign-formulation=authors)")
+    else:
+        require(-1 <= config.tau < 1, "tau", config.tau,
+                "a cosine threshold in [-1, 1) (fedncalign-formulation=mean-cosine)")
+    if config.algorithm != ALGORITHM.name:
+        return
     for key, weight in (("lambda-rejection", config.lambda_rejection),
                         ("lambda-contrastive", config.lambda_contrastive)):
         require(
@@ -87,8 +92,7 @@ ALGORITHM = Algorithm(
                "a number >= 0 (0: no rejection loss)", lambda v: v >= 0),
         Option("lambda-contrastive", 1.0, "FedNCAlign-ML: weight of the contrastive loss",
                "a number >= 0 (0: no contrastive loss)", lambda v: v >= 0),
-        Option("tau", 0.3, "FedNCAlign-ML: rejection threshold (authors: margin on a sigmoid; mean-cosine: a cosine)",
-               "a cosine threshold in [-1, 1) (fedncalign-formulation=mean-cosine)", lambda v: -1 <= v < 1),
+        Option("tau", 0.3, "FedNCAlign-ML: rejection threshold (authors: margin on a sigmoid; mean-cosine: a cosine)"),
         Option("temperature", 0.07, "FedNCAlign-ML: temperature T of the contrastive loss", "a number > 0",
                lambda v: v > 0),
         Option("fedncalign-warmup", False, "FedNCAlign-ML: ramp both loss weights up over the rounds"),

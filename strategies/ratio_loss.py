@@ -34,7 +34,6 @@ class RatioLossStrategy(FederatedStrategy):
     def __init__(self, setup: ServerSetup, **fedavg_kwargs) -> None:
         super().__init__(setup, **fedavg_kwargs)
         bundle = setup.data.bundle
-        bundle.require_task("singlelabel", "ratio-loss")
         validation = setup.data.validation
         self.aux = auxiliary_batches(
             validation, validation.labels, bundle.num_classes, self.config.ratio_loss_aux_per_class

@@ -106,7 +106,7 @@ class SphereFedStrategy(FederatedStrategy):
         if not self.multilabel:  # logs failures, records PM, ends the round
             return super().aggregate_evaluate(server_round, results, failures)  # PM, then the round ends
         for failure in failures:
-            log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self._describe(failure))
+            log(WARNING, "round %s: a client failed to evaluate: %s", server_round, self.describe(failure))
         self.end_round(server_round)
         return None, {}
 

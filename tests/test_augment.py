@@ -123,6 +123,7 @@ def test_loader_hook_augments_with_the_loaders_generator() -> None:
 
 def test_clients_augment_their_training_data_as_configured() -> None:
     from clients.base import BaseClient, ClientSetup
+    from fedapp.registry import get_algorithm
     from flwr.app import RecordDict
 
     from fedapp.data import federate
@@ -130,7 +131,8 @@ def test_clients_augment_their_training_data_as_configured() -> None:
     def loader(**changes):
         values = {**RunConfig.default_values(), "dataset": "lt-digits", **changes}
         config = RunConfig.from_kebab(values)
-        client = BaseClient(ClientSetup(config, 0, federate(config, 3), torch.device("cpu"), RecordDict()))
+        client = BaseClient(ClientSetup(config, 0, federate(config, 3), torch.device("cpu"), RecordDict(),
+                                        get_algorithm(config.algorithm)))
         return client.train_loader({"server-round": 1})
 
     assert AUTO_AUGMENT["lt-digits"] == "none"  # chosen on the validation split (fedapp.data.augment)

@@ -453,17 +453,3 @@ def test_coldstart_benchmark_reports_fresh_processes(tmp_path):
     assert "sklearn" in results["clientapp_first"]["heavy_modules_loaded"]
     assert "torchvision" not in results["clientapp_first"]["heavy_modules_loaded"]
     assert results["clientapp_cached"]["client_fn_s_median"] < results["clientapp_first"]["client_fn_s_median"]
-
-
-def test_registry_imports_each_algorithm_on_first_use():
-    from fedapp import registry
-    from fedapp.config import ALGORITHMS, ConfigError
-
-    assert set(registry.SPECS) == set(ALGORITHMS)
-    for name, (strategy, client) in registry.SPECS.items():
-        algorithm = registry.get_algorithm(name)
-        assert f"{algorithm.strategy.__module__}:{algorithm.strategy.__name__}" == strategy
-        assert f"{algorithm.client.__module__}:{algorithm.client.__name__}" == client
-        assert registry.get_algorithm(name) is algorithm  # imported once
-    with pytest.raises(ConfigError, match="algorithm='nope' is not available"):
-        registry.get_algorithm("nope")

@@ -261,11 +261,11 @@ def test_a_run_in_which_every_client_fails_exits_non_zero_and_is_marked(tmp_path
     assert "skipped" in capsys.readouterr().err
 
 
-def test_every_client_failing_in_the_last_round_fails_the_run(tmp_path):
+def test_every_client_failing_in_the_last_round_fails_the_run(tmp_path, monkeypatch):
     run_dir = tmp_path / "run"
+    monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "raise:0:2,raise:1:2")
     with pytest.raises(RunFailedError, match="every client of the last round"):
-        run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(run_dir),
-                       "fault-injection": "raise:0:2,raise:1:2"}, 2)
+        run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(run_dir)}, 2)
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "failed"
 
 
@@ -406,7 +406,7 @@ def test_report_out_that_cannot_be_written(finished_run, tmp_path, capsys):
 # ------------------------------------------------- 6. no empty or unmarked run directory is left
 def test_a_refused_new_run_creates_no_directory(tmp_path, capsys):
     run_dir = tmp_path / "a" / "b" / "run"
-    for config in ({"device": "cuda:99"}, {"seed": -1}, {"fault-injection": "bogus"}, {"min-available-clients": 5}):
+    for config in ({"device": "cuda:99"}, {"seed": -1}, {"alpha": 0.0}, {"min-available-clients": 5}):
         code = simulate_main(["--engine", "inprocess", "--nodes", "2", "-c",
                               c_string({**BASE, **config, "output-dir": str(run_dir)})])
         assert code == 2, capsys.readouterr().err

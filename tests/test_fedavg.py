@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategies.base import check_update, weighted_means
+from strategies.bookkeeping import weighted_means
+from strategies.screening import check_update
 
 
 def test_check_update_accepts_matching_finite_arrays():

@@ -61,7 +61,7 @@ def make_config(**changes) -> RunConfig:
 def make_client(state: RecordDict | None = None, partition_id: int = 0, **changes) -> FedLoGeClient:
     config = make_config(**changes)
     setup = ClientSetup(config, partition_id, federate(config, 3), torch.device("cpu"),
-                        RecordDict() if state is None else state)
+                        RecordDict() if state is None else state, get_algorithm(config.algorithm))
     return FedLoGeClient(setup)
 
 
@@ -140,14 +140,14 @@ def test_fedloge_keys_are_validated(key, value, allowed):
 def test_multilabel_data_is_refused_with_the_alternatives():
     config = make_config(dataset="ml-digits")
     with pytest.raises(ValueError, match="single-label data.*lt-digits"):
-        FedLoGeClient.build_model(config, hold_out(config).bundle)
+        get_algorithm("fedloge").build_model(config, hold_out(config).bundle)
 
 
 # ------------------------------------------------------------------------- model and loss
 def test_fixed_classifier_never_travels_and_phi_is_private():
     config = make_config()
-    model = FedLoGeClient.build_model(config, hold_out(config).bundle)
-    keys = FedLoGeClient.shared_keys_of(model)
+    model = get_algorithm("fedloge").build_model(config, hold_out(config).bundle)
+    keys = get_algorithm("fedloge").travelling_keys(model)
     assert "fixed_classifier" not in model.state_dict()  # non-persistent buffer
     assert PSI_KEY in keys and PHI_KEY not in keys
     assert all(not k.startswith("local_head.") for k in keys)
@@ -158,7 +158,7 @@ def test_one_step_on_the_summed_loss_equals_algorithm_1s_three_updates():
     """Line 4 (theta against fixed W) then line 5 (psi, phi on the same features): same parameters."""
     torch.manual_seed(0)
     config = make_config()
-    net = FedLoGeClient.build_model(config, hold_out(config).bundle)
+    net = get_algorithm("fedloge").build_model(config, hold_out(config).bundle)
     images, targets = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
     ours, reference = copy.deepcopy(net), copy.deepcopy(net)
 
@@ -410,8 +410,8 @@ def test_bytes_per_round_are_theta_plus_psi_and_runs_report_all_metrics(inproces
     run_dir, rows, summary = inprocess_run({"algorithm": "fedloge", "dataset": "lt-digits", "local-epochs": 1},
                                            nodes=3, rounds=2)
     config = make_config()
-    model = FedLoGeClient.build_model(config, hold_out(config).bundle)
-    keys = FedLoGeClient.shared_keys_of(model)
+    model = get_algorithm("fedloge").build_model(config, hold_out(config).bundle)
+    keys = get_algorithm("fedloge").travelling_keys(model)
     state = model.state_dict()
     theta = sum(state[k].numel() * state[k].element_size() for k in keys if k.startswith("backbone."))
     psi = state[PSI_KEY].numel() * 4
@@ -423,8 +423,8 @@ def test_bytes_per_round_are_theta_plus_psi_and_runs_report_all_metrics(inproces
             assert 0.0 <= row[name] <= 1.0
     assert payload_bytes([state[k].numpy() for k in keys]) == theta + psi
     # FedAvg's model differs only by the classifier bias (C floats): FedLoGe adds no traffic.
-    fedavg = get_algorithm("fedavg").client.build_model(config, hold_out(config).bundle)
-    fedavg_bytes = payload_bytes([fedavg.state_dict()[k].numpy() for k in get_algorithm("fedavg").client.shared_keys_of(fedavg)])
+    fedavg = get_algorithm("fedavg").build_model(config, hold_out(config).bundle)
+    fedavg_bytes = payload_bytes([fedavg.state_dict()[k].numpy() for k in get_algorithm("fedavg").travelling_keys(fedavg)])
     assert theta + psi == fedavg_bytes - 10 * 4
     for name in ("gm", "pm", "many", "medium", "few"):
         assert math.isfinite(summary["final"][name])

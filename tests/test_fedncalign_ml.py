@@ -15,8 +15,9 @@ from flwr.app import RecordDict
 
 from clients.base import PRIVATE_MODEL_KEY, ClientSetup
 from clients.fedavg import FedAvgClient
-from clients.fedncalign_ml import LADM_HEADS, FedNCAlignMLClient
-from fedapp.config import FORMULATION_DEFAULTS, ConfigError, RunConfig
+from clients.fedncalign_ml import FedNCAlignMLClient
+from fedapp.config import ConfigError, RunConfig
+from strategies.fedncalign_ml import FORMULATIONS, LADM_HEADS
 from fedapp.data import federate
 from fedapp.models.etf import simplex_etf
 from fedapp.models.multilabel import ETFClassifier, GroupLinear, MultiLabelNet
@@ -39,7 +40,7 @@ def make_client(cls=FedNCAlignMLClient, partition_id: int = 0, state: RecordDict
     config = make_config(**overrides)
     torch.manual_seed(0)
     setup = ClientSetup(config, partition_id, federate(config, 3), torch.device("cpu"),
-                        RecordDict() if state is None else state)
+                        RecordDict() if state is None else state, get_algorithm(config.algorithm))
     return cls(setup)
 
 
@@ -76,7 +77,7 @@ def test_mean_cosine_tau_is_a_cosine_threshold(value):
 
 
 def test_formulation_sets_the_loss_defaults_below_preset_and_explicit_keys():
-    authors, earlier = FORMULATION_DEFAULTS["authors"], FORMULATION_DEFAULTS["mean-cosine"]
+    authors, earlier = FORMULATIONS["authors"], FORMULATIONS["mean-cosine"]
     assert authors == {"lambda-rejection": 0.01, "tau": 0.3, "temperature": 0.07}
     assert earlier == {"lambda-rejection": 1.0, "tau": 0.5, "temperature": 0.2}
     defaults = RunConfig.default_values()
@@ -116,7 +117,7 @@ def test_non_multilabel_dataset_is_refused():
     from fedapp.data import hold_out
 
     with pytest.raises(ValueError, match="needs a multi-label dataset; dataset='lt-digits'"):
-        FedNCAlignMLClient.build_model(config, hold_out(config).bundle)
+        get_algorithm("fedncalign-ml").build_model(config, hold_out(config).bundle)
 
 
 # ------------------------------------------------------------------------- the ablation models
@@ -147,13 +148,13 @@ def test_config_switches_build_the_documented_models(overrides, net_type, head_t
 
 def test_no_ladm_fc_row_has_exactly_the_fedavg_model():
     ours = make_client(**NO_LOSSES, **{"use-ladm": False, "classifier": "fc"})
-    fedavg = make_client(FedAvgClient)
+    fedavg = make_client(FedAvgClient, algorithm="fedavg")
     assert [(k, v.shape) for k, v in ours.model.state_dict().items()] == \
         [(k, v.shape) for k, v in fedavg.model.state_dict().items()]
 
 
 def test_etf_is_rebuilt_from_the_seed_on_every_party():
-    client, server_model = make_client(), FedNCAlignMLClient.build_model(make_config(), make_client().bundle)
+    client, server_model = make_client(), get_algorithm("fedncalign-ml").build_model(make_config(), make_client().bundle)
     etf = simplex_etf(C, D, seed=0)
     for net in (client.model, server_model):
         assert torch.equal(net.prototypes, etf)
@@ -178,7 +179,7 @@ def test_fit_sends_exactly_the_trainable_shared_tensors_never_the_etf(formulatio
     backbone = [a for k, a in zip(expected_keys, arrays) if k.startswith("backbone.")]
     assert nbytes(arrays) - nbytes(backbone) == 4 * (4 * D * (D + 1) + head_floats)
     # The bytes versus FedAvg on the same backbone: FedAvg's head is a d x C linear layer.
-    fedavg = make_client(FedAvgClient)
+    fedavg = make_client(FedAvgClient, algorithm="fedavg")
     assert nbytes(fedavg.get_parameters({})) == nbytes(backbone) + 4 * (D * C + C)
 
 

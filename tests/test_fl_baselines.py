@@ -15,12 +15,14 @@ from clients.centralized import CentralizedClient, union_train_set
 from clients.fedcurv import (
     CONST_METRIC, OWN_FISHER_KEY, SUMS_CONST, SUMS_ROUND, FedCurvClient, diagonal_fisher, fedcurv_penalty,
 )
-from clients.fedprox import FedProxClient, proximal_term
+from clients.fedprox import FedProxClient
+from fedapp.params import proximal_term
 from clients.scaffold import CLIENT_VARIATE_KEY, ScaffoldClient, ScaffoldSGD, scaffold_variate_update
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data import federate
 from fedapp.params import get_arrays
 from fedapp.payload import flatten, trainable_keys, unflatten
+from fedapp.registry import get_algorithm
 from strategies.fedcurv import fedcurv_sums
 from strategies.scaffold import scaffold_server_update
 
@@ -31,7 +33,7 @@ def make_client(cls, overrides: dict, num_partitions: int = 3, partition_id: int
     config = RunConfig.from_run_config({**RunConfig.default_values(), **overrides})
     torch.manual_seed(0)
     setup = ClientSetup(config, partition_id, federate(config, num_partitions), torch.device("cpu"),
-                        RecordDict() if state is None else state)
+                        RecordDict() if state is None else state, get_algorithm(config.algorithm))
     return cls(setup)
 
 
@@ -195,7 +197,6 @@ def test_scaffold_inprocess_bytes_are_model_plus_variates(inprocess_run):
 
 
 def build_strategy(algorithm: str, tmp_path):
-    from fedapp.registry import get_algorithm
     from fedapp.server_app import build_server_setup
 
     config = RunConfig.from_run_config({**RunConfig.default_values(), **SKEWED, "algorithm": algorithm,

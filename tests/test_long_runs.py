@@ -7,6 +7,8 @@ and clients); the real Flower simulation with a failing SuperNode is marked slow
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import zipfile
 from pathlib import Path
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 
 import fedapp.registry as registry
 from clients.base import BaseClient
@@ -33,18 +35,14 @@ from fedapp.checkpoint import (
     save_checkpoint,
 )
 from fedapp.config import ConfigError, RunConfig
-from fedapp.faults import parse_faults
+from fedapp.faults import faults_from_environment, parse_faults
 from fedapp.inprocess import run_inprocess
 from fedapp.node_state import NodeStateStore, read_record_dict, record_dict_bytes
 from fedapp.params import shared_keys
 from fedapp.results import RunFailedError, RunRecorder
-from strategies.base import (
-    FederatedStrategy,
-    InsufficientClientsError,
-    check_update,
-    sample_indices,
-    update_norm,
-)
+from strategies.base import FederatedStrategy, InsufficientClientsError
+from strategies.sampling import sample_indices
+from strategies.screening import check_update, update_norm
 from strategies.fedavg import FedAvgStrategy
 
 BASE = {"dataset": "lt-digits", "partition": "iid", "local-epochs": 1, "min-partition-size": 5}
@@ -88,11 +86,15 @@ def test_seeded_sampling_is_a_function_of_seed_round_and_attempt():
     assert sample_indices(5, 7, 0, 1, 0, 0) == [0, 1, 2, 3, 4]
 
 
-def test_fault_injection_syntax():
+def test_fault_injection_syntax(monkeypatch):
     faults = parse_faults("raise:3:2, nan:5:*")
     assert [(f.kind, f.partition_id, f.server_round) for f in faults] == [("raise", 3, 2), ("nan", 5, None)]
-    with pytest.raises(ConfigError, match="fault-injection='explode:1:1'"):
-        RunConfig(fault_injection="explode:1:1").validate()
+    monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "explode:1:1")
+    with pytest.raises(ValueError, match="FEDAPP_FAULT_INJECTION='explode:1:1' is not allowed"):
+        faults_from_environment()
+    monkeypatch.delenv("FEDAPP_FAULT_INJECTION")
+    assert faults_from_environment() == ()
+    assert "fault-injection" not in RunConfig.default_values()  # a testing aid, not a run-config key
 
 
 @pytest.mark.parametrize("key, value", [
@@ -230,12 +232,9 @@ def test_recorder_resume_rewrites_metrics_with_the_checkpoint_rows(tmp_path):
 
 
 # --------------------------------------------------------------- test-only algorithm variants
-class PrivateHeadClient(BaseClient):
+def all_but_classifier(model: torch.nn.Module) -> list[str]:
     """FedPer-like: the classifier never travels, so it lives in context.state (and state-dir)."""
-
-    @classmethod
-    def shared_keys_of(cls, model: torch.nn.Module) -> list[str]:
-        return shared_keys(model, exclude_prefixes=["classifier"])
+    return shared_keys(model, exclude_prefixes=["classifier"])
 
 
 class CountingStrategy(FedAvgStrategy):
@@ -257,21 +256,22 @@ class CountingStrategy(FedAvgStrategy):
 
 
 class CustomAggregateStrategy(FedAvgStrategy):
-    """Overrides Flower's aggregate_fit itself; must still only see validated results."""
+    """Its own aggregation rule must only ever see validated results."""
 
     seen: list[int] = []
 
-    def aggregate_fit(self, server_round, results, failures):
+    def aggregate_updates(self, server_round, results):
         for _, res in results:
             assert all(np.all(np.isfinite(a)) for a in parameters_to_ndarrays(res.parameters))
         CustomAggregateStrategy.seen.append(len(results))
-        return super().aggregate_fit(server_round, results, failures)
+        return super().aggregate_updates(server_round, results)
 
 
 @pytest.fixture
 def register(monkeypatch):
-    def use(strategy: type, client: type = registry.ALGORITHMS["fedavg"].client) -> None:
-        monkeypatch.setitem(registry.ALGORITHMS, "fedavg", registry.Algorithm(strategy, client))
+    def use(strategy: type, **changes) -> None:
+        fedavg = registry.get_algorithm("fedavg")
+        monkeypatch.setitem(registry.algorithms(), "fedavg", dataclasses.replace(fedavg, strategy=strategy, **changes))
 
     return use
 
@@ -292,7 +292,7 @@ def test_killed_run_resumes_to_the_same_final_parameters_bit_exact(tmp_path, reg
     With private heads on disk (state-dir), partial participation (fraction-fit 0.67, seeded per
     round) and strategy-only state (CountingStrategy), everything is bit-identical.
     """
-    register(CountingStrategy, PrivateHeadClient)
+    register(CountingStrategy, travelling_keys=all_but_classifier)
     settings = {**BASE, "num-server-rounds": 4, "checkpoint-every": 1, "fraction-fit": 0.67}
     whole = run_inprocess({**settings, "output-dir": str(tmp_path / "whole")}, 3,
                           node_config={"state-dir": str(tmp_path / "whole-state")})
@@ -353,8 +353,8 @@ def test_raising_and_nan_clients_are_excluded_and_the_run_finishes(tmp_path, reg
         return original(self, config)
 
     monkeypatch.setattr(BaseClient, "local_train", flaky)
-    run_dir = run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(tmp_path / "run"),
-                             "fault-injection": "nan:2:2"}, 4)
+    monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "nan:2:2")
+    run_dir = run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(tmp_path / "run")}, 4)
     rows = rows_of(run_dir)
     assert (rows[0]["clients_failed"], rows[0]["clients_rejected"], rows[0]["clients_ok"]) == (1, 0, 3)
     assert (rows[1]["clients_failed"], rows[1]["clients_rejected"], rows[1]["clients_ok"]) == (0, 1, 3)
@@ -366,7 +366,7 @@ def test_raising_and_nan_clients_are_excluded_and_the_run_finishes(tmp_path, reg
     assert np.isfinite(summary["final"]["accuracy"])
 
 
-def test_failures_and_rejections_are_logged_with_the_client(tmp_path, caplog):
+def test_failures_and_rejections_are_logged_with_the_client(tmp_path, caplog, monkeypatch):
     import logging
 
     flwr_logger = logging.getLogger("flwr")
@@ -374,9 +374,10 @@ def test_failures_and_rejections_are_logged_with_the_client(tmp_path, caplog):
     flwr_logger.propagate = True  # Flower's logger does not propagate to caplog's root handler
     try:
         # Both clients of the last round fail or are rejected: the run is marked failed and raises.
+        monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "raise:0:2,nan:1:2")
         with caplog.at_level(logging.WARNING, logger="flwr"), pytest.raises(RunFailedError, match="last round"):
             run_inprocess({**BASE, "num-server-rounds": 2, "output-dir": str(tmp_path / "run"),
-                           "fault-injection": "raise:0:2,nan:1:2", "max-update-norm": 1e6}, 2)
+                           "max-update-norm": 1e6}, 2)
     finally:
         flwr_logger.propagate = propagate
     text = caplog.text
@@ -394,9 +395,10 @@ def test_update_norm_bound_rejects_large_updates(tmp_path):
 
 
 # ---------------------------------------------------------------------- min-fit-clients rule
-def test_round_below_min_fit_clients_is_skipped_not_aggregated(tmp_path):
+def test_round_below_min_fit_clients_is_skipped_not_aggregated(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "raise:1:2")
     run_dir = run_inprocess({**BASE, "num-server-rounds": 3, "output-dir": str(tmp_path / "run"),
-                             "min-fit-clients": 3, "fault-injection": "raise:1:2"}, 3)
+                             "min-fit-clients": 3}, 3)
     rows = rows_of(run_dir)
     assert [r["round_skipped"] for r in rows] == [False, True, False]
     assert rows[1]["clients_ok"] == 2 and rows[1]["clients_failed"] == 1
@@ -407,12 +409,14 @@ def test_round_below_min_fit_clients_is_skipped_not_aggregated(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["rounds_skipped"] == 1
 
 
-def test_on_insufficient_fail_stops_with_a_checkpoint_to_resume_from(tmp_path):
+def test_on_insufficient_fail_stops_with_a_checkpoint_to_resume_from(tmp_path, monkeypatch):
     settings = {**BASE, "num-server-rounds": 3, "checkpoint-every": 5, "min-fit-clients": 2,
                 "on-insufficient-clients": "fail"}
     run_dir = tmp_path / "run"
     with pytest.raises(InsufficientClientsError, match="round 2: 1 valid updates .* min-fit-clients=2"):
-        run_inprocess({**settings, "output-dir": str(run_dir), "fault-injection": "raise:0:2"}, 2)
+        monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "raise:0:2")
+        run_inprocess({**settings, "output-dir": str(run_dir)}, 2)
+    monkeypatch.delenv("FEDAPP_FAULT_INJECTION")
     rows = rows_of(run_dir)
     assert [r["round"] for r in rows] == [1, 2] and rows[1]["round_skipped"]
     assert load_checkpoint(run_dir).server_round == 1  # written at the failure, not only every 5 rounds
@@ -421,14 +425,14 @@ def test_on_insufficient_fail_stops_with_a_checkpoint_to_resume_from(tmp_path):
     assert [r["round"] for r in rows] == [1, 2, 3] and not any(r["round_skipped"] for r in rows)
 
 
-def test_on_insufficient_retry_resamples_the_round(tmp_path):
+def test_on_insufficient_retry_resamples_the_round(tmp_path, monkeypatch):
     # One client per round; round 1's first sample is partition p, which raises: the retry draws again.
     first = sample_indices(3, 1, 0, 1, 0, 0)[0]
     retry = sample_indices(3, 1, 0, 1, 1, 0)[0]
     assert first != retry, "pick a scenario where the retry samples another client"
+    monkeypatch.setenv("FEDAPP_FAULT_INJECTION", f"raise:{first}:1")
     run_dir = run_inprocess({**BASE, "num-server-rounds": 1, "output-dir": str(tmp_path / "run"),
-                             "fraction-fit": 0.34, "on-insufficient-clients": "retry",
-                             "fault-injection": f"raise:{first}:1"}, 3)
+                             "fraction-fit": 0.34, "on-insufficient-clients": "retry"}, 3)
     row = rows_of(run_dir)[0]
     assert row["round_attempts"] == 2 and not row["round_skipped"]
     assert row["clients_failed"] == 1 and row["clients_ok"] == 1 and row["partitions_ok"] == [retry]
@@ -441,13 +445,14 @@ def test_min_available_clients_beyond_the_federation_is_refused(tmp_path):
 
 # ------------------------------------------------------------------------- real Flower (slow)
 @pytest.mark.slow
-def test_flower_simulation_with_a_failing_supernode_finishes_and_resumes(flower_run, tmp_path):
+def test_flower_simulation_with_a_failing_supernode_finishes_and_resumes(flower_run, tmp_path, monkeypatch):
     """Real ``flwr run`` on Ray, 10 SuperNodes: node 3 raises in round 1, node 5 sends NaN in round 2;
     then ``resume=<run dir>`` continues the finished 2-round run to round 3 through ``flwr run`` too."""
     from fedapp.simulate import main as simulate_main, to_override_string
 
-    run_dir, rows, summary = flower_run(
-        {"local-epochs": 1, "checkpoint-every": 1, "fault-injection": "raise:3:1,nan:5:2"}, nodes=10, rounds=2)
+    # The SuperLink started by fedapp.simulate passes its environment down to the Ray workers.
+    monkeypatch.setenv("FEDAPP_FAULT_INJECTION", "raise:3:1,nan:5:2")
+    run_dir, rows, summary = flower_run({"local-epochs": 1, "checkpoint-every": 1}, nodes=10, rounds=2)
     assert (rows[0]["clients_failed"], rows[0]["clients_ok"]) == (1, 9)
     assert 3 not in rows[0]["partitions_ok"]
     assert (rows[1]["clients_rejected"], rows[1]["clients_ok"]) == (1, 9)
@@ -458,6 +463,7 @@ def test_flower_simulation_with_a_failing_supernode_finishes_and_resumes(flower_
     assert "ClientApp raised: fault-injection: partition 3 raises in round 1" in log
     assert "rejected the update of node" in log and "(partition 5): array 0 has non-finite values" in log
 
+    monkeypatch.delenv("FEDAPP_FAULT_INJECTION")
     code = simulate_main(["--nodes", "10", "--flwr-home", str(tmp_path / "flwr"), "-c", to_override_string(
         {"resume": str(run_dir), "num-server-rounds": 3, "local-epochs": 1})])
     assert code == 0, f"resume failed; see {run_dir / 'simulation.log'}"

@@ -23,12 +23,11 @@ from clients.base import ClientSetup
 from clients.ratio_loss import decode_weights, encode_weights
 from fedapp.config import RunConfig
 from fedapp.data import federate, hold_out
-from fedapp.params import payload_bytes
+from fedapp.params import payload_bytes, proximal_term
 from fedapp.pfl import (
     balanced_softmax_loss,
     batchnorm_prefixes,
     class_ratio_estimates,
-    ditto_proximal_term,
     ratio_loss_weights,
     recalibrate_batchnorm,
 )
@@ -47,15 +46,14 @@ def make_config(algorithm: str, **changes) -> RunConfig:
 def make_client(algorithm: str, state: RecordDict | None = None, partition_id: int = 0, **changes):
     config = make_config(algorithm, **changes)
     setup = ClientSetup(config, partition_id, federate(config, 3), torch.device("cpu"),
-                        RecordDict() if state is None else state)
+                        RecordDict() if state is None else state, get_algorithm(config.algorithm))
     return get_algorithm(algorithm).client(setup)
 
 
 def model_keys(algorithm: str) -> tuple[nn.Module, list[str]]:
     config = make_config(algorithm)
-    client_class = get_algorithm(algorithm).client
-    model = client_class.build_model(config, hold_out(config).bundle)
-    return model, client_class.shared_keys_of(model)
+    model = get_algorithm(algorithm).build_model(config, hold_out(config).bundle)
+    return model, get_algorithm(algorithm).travelling_keys(model)
 
 
 def fit_arrays(client, round_: int = 1) -> list[np.ndarray]:
@@ -141,7 +139,7 @@ def test_balanced_softmax_hand_case():
 def test_ditto_proximal_term_and_gradient_hand_case():
     v = torch.tensor([1.0, 2.0], requires_grad=True)
     w = torch.tensor([0.0, 4.0])
-    term = ditto_proximal_term([v], [w], lam=0.5)
+    term = 0.5 * 0.5 * proximal_term([v], [w])
     assert float(term.detach()) == pytest.approx(0.25 * (1 + 4))  # (0.5 / 2) * ||[1, -2]||^2
     term.backward()
     np.testing.assert_allclose(v.grad.numpy(), [0.5, -1.0])  # lambda * (v - w)

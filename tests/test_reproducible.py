@@ -11,7 +11,7 @@ import pytest
 from fedapp.checkpoint import load_checkpoint
 from fedapp.inprocess import run_inprocess
 from fedapp.simulate import main as simulate_main, to_override_string
-from strategies.base import SeededClientManager
+from strategies.sampling import SeededClientManager
 
 PARTIAL = {"algorithm": "fedavg", "dataset": "ml-digits", "alpha": 0.5, "class-presence-ratio": 0.5,
            "local-epochs": 1, "fraction-fit": 0.5}

@@ -39,13 +39,15 @@ from fedapp.models.sphere import (
 )
 from fedapp.models.backbones import SmallCNN
 from fedapp.params import shared_keys
+from fedapp.registry import get_algorithm
 
 SKEWED = {"partition": "dirichlet", "alpha": 0.5, "class-presence-ratio": 0.5}
 
 
 def make_client(cls, config: RunConfig, partition_id: int = 0, nodes: int = 3, state: RecordDict | None = None):
     split = federate(config, nodes)
-    return cls(ClientSetup(config, partition_id, split, torch.device("cpu"), state if state is not None else RecordDict()))
+    return cls(ClientSetup(config, partition_id, split, torch.device("cpu"), state if state is not None else RecordDict(),
+                           get_algorithm(config.algorithm)))
 
 
 # ---------------------------------------------------------------- SphereFed: calibration math
@@ -281,7 +283,7 @@ def test_fedlgt_embeddings_fixed_and_not_sent():
 
 def test_fedlgt_state_embeddings_change_the_prediction():
     config = RunConfig(algorithm="fedlgt", fedlgt_layers=1)
-    model = FedLGTClient.build_model(config, load_dataset(config)).eval()
+    model = get_algorithm("fedlgt").build_model(config, load_dataset(config)).eval()
     x = torch.rand(2, 1, 8, 16)
     unknown = model(x)
     assert unknown.shape == (2, 10)
@@ -292,7 +294,7 @@ def test_fedlgt_state_embeddings_change_the_prediction():
 def test_fedlgt_rejects_single_label_data():
     config = RunConfig(algorithm="fedlgt", dataset="lt-digits")
     with pytest.raises(ConfigError, match="multi-label"):
-        FedLGTClient.build_model(config, load_dataset(config))
+        get_algorithm("fedlgt").build_model(config, load_dataset(config))
 
 
 def test_config_rejects_bad_values():
