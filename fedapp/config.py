@@ -143,7 +143,9 @@ def all_options() -> dict[str, Option]:
 
 def keys_read_by(algorithm: str) -> set[str]:
     """Every run-config key that ``algorithm`` reads: the common keys plus its own and ``also_reads``."""
-    declared = algorithms()[algorithm]
+    declared = algorithms().get(algorithm)
+    if declared is None:  # not an algorithm of this checkout: every key may matter
+        return set(all_options())
     return {o.key for o in COMMON_OPTIONS} | {o.key for o in declared.options} | set(declared.also_reads)
 
 

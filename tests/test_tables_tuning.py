@@ -13,9 +13,9 @@ import pytest
 
 import fedapp.data as data_module
 from fedapp.results import RunRecorder
-from fedapp.sweep import run_sweep
 from fedapp.tables import main as tables_main
-from fedapp.tuning import parse_grid, plan_tuning, select
+from fedapp.tables.run import run_sweep
+from fedapp.tables.tuning import parse_grid, plan_tuning, select
 
 SETTINGS = ["ml-digits-skewed", "lt-digits-if50-alpha0.5"]  # multi-label, and single-label with local test sets
 TUNE = ["--algorithms", "fedavg,fedprox", "--grid", "lr=0.003,0.1", "--tune-seed", "100", "--seeds", "1",

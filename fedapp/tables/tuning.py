@@ -1,4 +1,5 @@
-"""The tuning phase of the table runner: one grid for every method, scored on the validation split.
+"""The tuning phase of the table runner: the grid, the tuning runs, and the selection each method
+gets (one grid for every method, scored on the validation split).
 
     python -m fedapp.tables SETTING... --algorithms A,B --grid "optimizer=sgd,adamw lr=0.01,0.03,0.1" \
         --tune-seed 100 --seeds 3 --rounds 30 [--tune-rounds R] [--tune-settings S...] \
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedapp.config import ConfigError, RunConfig
-from fedapp.sweep import RESERVED, RunSpec, plan_run, resolved_config, setting_overrides
+from fedapp.tables.plan import RESERVED, RunSpec, plan_run, resolved_config, resolved_task, setting_overrides
 
 # Keys a grid must not set: the runner sets them per run, or they would change what is measured.
 NOT_TUNABLE = set(RESERVED) | {"num-server-rounds", "evaluate-test", "resume", "dataset", "num-partitions"}
@@ -125,6 +126,7 @@ class TuningPlan:
     seed: int
 
     def budget(self, algorithm: str) -> str:
+        """``12 runs x 30 rounds``: the tuning runs of one algorithm."""
         runs = len(self.points[algorithm]) * len(self.tune_settings)
         return f"{runs} runs x {self.rounds} rounds"
 
@@ -188,6 +190,7 @@ def plan_tuning(
 
 # ------------------------------------------------------------------------------------- selection
 def read_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl``, up to a torn last line."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -212,10 +215,8 @@ def score(run_dir: Path, task: str, rounds: int) -> tuple[float, float]:
 
 def select(plan: TuningPlan) -> dict[tuple[str, str], Selection]:
     """``(tuning setting, algorithm) -> Selection``: the best-scoring grid point (first on ties)."""
-    from fedapp.data import load_dataset
-
     result: dict[tuple[str, str], Selection] = {}
-    tasks = {s: load_dataset(resolved_config(setting_overrides(s))).task for s in plan.tune_settings}
+    tasks = {s: resolved_task(s) for s in plan.tune_settings}
     by_key: dict[tuple[str, str], list[RunSpec]] = {}
     for spec in plan.specs:
         by_key.setdefault((spec.setting, spec.algorithm), []).append(spec)
@@ -238,11 +239,9 @@ def selection_by_algorithm(plan: TuningPlan, selections: dict[tuple[str, str], S
 
 def selected_by(plan: TuningPlan) -> str:
     """``val_macro_auc@final`` etc.: what the selection maximised."""
-    from fedapp.data import load_dataset
-
     names = []
     for setting in plan.tune_settings:
-        main, tie = SCORE[load_dataset(resolved_config(setting_overrides(setting))).task]
+        main, tie = SCORE[resolved_task(setting)]
         name = f"{main}@final" + (f" (ties: {tie})" if tie else "")
         if name not in names:
             names.append(name)

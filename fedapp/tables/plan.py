@@ -1,48 +1,37 @@
-"""Plan and run a sweep of federations: one run directory per (setting, algorithm, seed[, grid point]).
-
-Used by :mod:`fedapp.tables` (the comparison tables and their tuning phase) and the benchmarks.
+"""What runs a sweep needs: one validated run per (setting, algorithm, seed[, grid point]), and
+what each run directory already holds.
 
 - **Plan** (:func:`plan_sweep`): every run is validated before anything runs; a bad key, a preset
   name or an override a preset would swallow fails at once.
-- **Run** (:func:`run_sweep`): runs what is not finished, with a progress bar (tqdm, on a
-  terminal) and one line per finished run with the elapsed time and an ETA.
-- **Resume**: a run directory is *done* when its ``summary.json`` exists (with ``status``
-  ``completed`` or no ``status``) under the same config; a finished run with another config is an
-  error, except fewer ``num-server-rounds``: such a run is continued from its last checkpoint to
-  the new number of rounds (what an uninterrupted run of that many rounds gives). An unfinished one (no summary, or a ``status`` such as ``failed`` / ``interrupted``)
-  continues from its ``checkpoint.npz`` (``resume=<run dir>``) when it has a readable checkpoint
-  short of the last round; otherwise it is moved aside to ``<run dir>.unfinished-<k>`` and started
-  again, so no run directory is ever deleted.
+- **Resume** (:func:`run_state`, :func:`resumable_round`): a run directory is *done* when its
+  ``summary.json`` exists (with ``status`` ``completed`` or no ``status``) under the same config; a
+  finished run with another config is an error, except fewer ``num-server-rounds``: such a run is
+  continued from its last checkpoint to the new number of rounds (what an uninterrupted run of that
+  many rounds gives). An unfinished one (no summary, or a ``status`` such as ``failed`` /
+  ``interrupted``) continues from its ``checkpoint.npz`` (``resume=<run dir>``) when it has a
+  readable checkpoint short of the last round; otherwise it is moved aside to
+  ``<run dir>.unfinished-<k>`` (:func:`set_aside`) and started again, so no run directory is ever
+  deleted.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TextIO
+from typing import Any, Sequence
 
-import numpy as np
 import yaml
 
 from fedapp.checkpoint import CheckpointError, load_checkpoint
 from fedapp.config import ConfigError, RunConfig, keys_read_by, load_preset
+from fedapp.data import load_dataset
+from fedapp.registry import get_algorithm
 
 NO_PRESET = "default"
 SWEEP_MARKER = "sweep-run.json"  # written into a run directory when its run finished: {nodes, engine}
 RESERVED = ("algorithm", "seed", "output-dir", "preset")  # set by the runner for each run
 COMPLETED = "completed"  # summary.json "status" of a finished run (absent in runs that predate the field)
-MAIN_METRICS = {"multilabel": ("macro_auc", "macro_f1"), "singlelabel": ("accuracy", "pm")}
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep: carries how far it got (the run in progress keeps its checkpoint)."""
-
-    def __init__(self, finished: int, total: int, current: "RunSpec | None") -> None:
-        super().__init__(f"{finished} of {total} runs finished")
-        self.finished, self.total, self.current = finished, total, current
 
 
 @dataclass(frozen=True)
@@ -94,17 +83,21 @@ def check_algorithms(settings: Sequence[str], algorithms: Sequence[str]) -> None
         raise ConfigError("--algorithms is empty; give a comma-separated list, e.g. fedavg,fedprox")
     if len(set(algorithms)) != len(algorithms) or len(set(settings)) != len(settings):
         raise ConfigError("--algorithms and the settings must not repeat a name")
-    from fedapp.registry import get_algorithm
-
     for algorithm in algorithms:
         get_algorithm(algorithm)  # unknown or not yet implemented: clear error now, not mid-sweep
 
 
 def check_extra(extra: dict[str, Any]) -> None:
+    """``-c`` must not set what the runner sets per run."""
     reserved = sorted(set(extra) & set(RESERVED))
     if reserved:
         raise ConfigError(f"-c must not set {reserved}: the table runner sets them per run "
                           "(use the positional settings, --algorithms and --seeds)")
+
+
+def resolved_task(setting: str) -> str:
+    """``multilabel`` or ``singlelabel``: the task of the dataset a setting resolves to."""
+    return load_dataset(resolved_config(setting_overrides(setting))).task
 
 
 def plan_run(setting: str, algorithm: str, seed: int, run_dir: Path, extra: dict[str, Any],
@@ -225,108 +218,3 @@ def set_aside(run_dir: Path) -> Path:
         k += 1
     run_dir.rename(target)
     return target
-
-
-# ------------------------------------------------------------------------------------------- run
-def execute(spec: RunSpec, nodes: int, engine: str, resume: bool = False) -> None:
-    """Run one spec into its run directory (``resume``: continue its checkpoint); raises on failure."""
-    overrides = {**spec.overrides, "resume": str(spec.run_dir)} if resume else spec.overrides
-    if engine == "inprocess":
-        from fedapp.inprocess import run_inprocess
-
-        run_inprocess(overrides, nodes)
-    else:
-        from fedapp.simulate import main as simulate_main, to_override_string
-
-        code = simulate_main(["--nodes", str(nodes), "-c", to_override_string(overrides)])
-        if code == 130:
-            raise KeyboardInterrupt
-        if code != 0:
-            raise RuntimeError(f"python -m fedapp.simulate exited with {code}; see {spec.run_dir}/simulation.log")
-    status = summary_status(spec.run_dir)
-    if status is None:
-        raise RuntimeError(f"the run wrote no summary.json in {spec.run_dir}")
-    if status != COMPLETED:
-        raise RuntimeError(f"the run in {spec.run_dir} ended with status {status!r}")
-    (spec.run_dir / SWEEP_MARKER).write_text(json.dumps({"nodes": nodes, "engine": engine}))
-
-
-def run_sweep(specs: Sequence[RunSpec], nodes: int, engine: str, stream: TextIO | None = None,
-              title: str = "tables") -> list[tuple[RunSpec, str]]:
-    """Run what is not done yet, one line per finished run; returns the failures (spec, reason).
-
-    Ctrl-C raises :class:`SweepInterrupted` (the run in progress keeps its last checkpoint and is
-    continued by the next call with the same specs).
-    """
-    from tqdm import tqdm
-
-    stream = stream or sys.stdout
-    states = [run_state(spec, nodes) for spec in specs]
-    todo = sum(state != "done" for state in states)
-    print(f"[{title}] {len(specs)} runs ({len(specs) - todo} done earlier, {todo} to run), engine={engine}, "
-          f"nodes={nodes}", file=stream, flush=True)
-    started = time.monotonic()
-    durations: list[float] = []
-    failures: list[tuple[RunSpec, str]] = []
-    width = len(str(len(specs)))
-    # The bar goes to stderr on a terminal only; logs get the per-run lines (with their own ETA).
-    bar = tqdm(total=todo, desc=title, unit="run", file=sys.stderr, disable=None, leave=False, dynamic_ncols=True)
-    finished = len(specs) - todo
-    current: RunSpec | None = None
-    try:
-        for index, (spec, state) in enumerate(zip(specs, states), start=1):
-            prefix = f"[{index:>{width}}/{len(specs)}] {spec.label}:"
-            if state == "done":
-                bar.write(f"{prefix} done earlier, skipped", file=stream)
-                continue
-            current = spec
-            begin = time.monotonic()
-            note = ""
-            try:
-                resume = False
-                if state == "partial":
-                    from_round = resumable_round(spec)
-                    if from_round is not None:
-                        resume, note = True, f" (resumed from round {from_round})"
-                    else:
-                        note = f" (restarted; the unfinished run was moved to {set_aside(spec.run_dir).name})"
-                execute(spec, nodes, engine, resume=resume)
-                outcome = summary_line(json.loads((spec.run_dir / "summary.json").read_text()))
-            except Exception as error:  # noqa: BLE001 - one failed run must not stop the sweep
-                failures.append((spec, f"{type(error).__name__}: {error}"))
-                outcome = f"FAILED ({type(error).__name__}: {error})"
-            current = None
-            finished += 1
-            durations.append(time.monotonic() - begin)
-            todo -= 1
-            eta = _duration(todo * float(np.mean(durations))) if todo else "0s"
-            bar.write(f"{prefix} {outcome}{note} ({durations[-1]:.0f} s) | elapsed "
-                      f"{_duration(time.monotonic() - started)}, ETA {eta}", file=stream)
-            stream.flush()
-            bar.update(1)
-    except KeyboardInterrupt:
-        raise SweepInterrupted(finished, len(specs), current) from None
-    finally:
-        bar.close()
-    return failures
-
-
-def summary_line(summary: dict[str, Any]) -> str:
-    """``final macro_auc=... macro_f1=...; best ... (round r)``; validation only for tuning runs."""
-    names = MAIN_METRICS[summary["task"]]
-    if not summary.get("final"):  # evaluate-test=false: no test metrics
-        return f"{summary.get('rounds')} rounds (validation only)"
-    final = " ".join(f"{n}={_num(summary['final'].get(n))}" for n in names)
-    best = " ".join(f"{n}={_num(summary['best'].get(n))}" for n in names)
-    return f"final {final}; best {best} (round {summary.get('best_round')})"
-
-
-def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m" if hours else (f"{minutes}m{secs:02d}s" if minutes else f"{secs}s")

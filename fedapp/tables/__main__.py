@@ -1,0 +1,7 @@
+"""``python -m fedapp.tables``: the table command (:mod:`fedapp.tables.cli`)."""
+
+import sys
+
+from fedapp.tables.cli import main
+
+sys.exit(main())
