@@ -40,7 +40,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.common import log
 
-from fedapp.checkpoint import Generation, atomic_write_bytes
+from fedapp.atomic_io import atomic_write_bytes
+from fedapp.checkpoint import Generation
 
 # context.state entry marking that this node already restored from disk in this run.
 RESTORED_MARKER = "fedapp.node-state-restored"
