@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import load_average, machine_info, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "coldstart.json"
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {"algorithm": args.algorithm, "dataset": args.dataset}
     samples: dict[str, list[dict]] = {"bare_torch": [], "bare_torch_step": [], "clientapp_first": [],
                                       "clientapp_cached": []}
-    load_before = list(os.getloadavg())
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="coldstart-") as tmp:
         warm_cache = Path(tmp) / "warm"
         for repeat in range(args.repeats + 1):  # repeat 0 warms the page cache and the partition cache
@@ -139,17 +140,14 @@ def main(argv: list[str] | None = None) -> dict:
     bare_s, bare_mb = results["bare_torch"]["seconds_median"], results["bare_torch"]["rss_mb_median"]
     report = {
         "benchmark": "coldstart",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())},
+        "machine": machine_info(loadavg_before=load_before, loadavg_after=load_average()),
         "config": {**overrides, "partitions": args.partitions, "repeats": args.repeats},
         "results": results,
         "ratios": {f"{name}_vs_bare_torch": {"seconds": results[name]["seconds_median"] / bare_s,
                                              "rss": results[name]["rss_mb_median"] / bare_mb}
                    for name in ("bare_torch_step", "clientapp_first", "clientapp_cached")},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    write_report(report, args.out)
     return report
 
 

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -43,6 +41,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from benchmarks import load_average, machine_info, write_report
 from benchmarks.fixtures import write_cifar10, write_image_folder
 from fedapp.data.cifar import load_cifar_lt
 from fedapp.data.files import ImageFileDataset
@@ -160,9 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[datapath] ResNet-18 training: {train} img/s, {train_cpu} CPU ms/img", file=sys.stderr, flush=True)
     result = {
         "benchmark": "datapath",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                    "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
+        "machine": machine_info(torch=torch.__version__, torch_threads=torch.get_num_threads(),
+                                cuda=torch.cuda.is_available(), load_average_1m_at_end=round(load_average()[0], 2)),
         "config": {"batch": args.batch, "cifar_train_images": 5 * args.cifar_per_batch,
                    "folder_images": len(files), "folder_source_size": "500x375 JPEG q90", "train_steps": args.train_steps,
                    "train_backbones": {"cifar-32": "resnet18-cifar", "folder-224": "resnet18"}},
@@ -172,11 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bottleneck_at_default_workers": (verdicts(rows, train, train_cpu, DEFAULT_WORKERS)
                                           if train and DEFAULT_WORKERS in args.workers else {}),
     }
-    line = json.dumps(result)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(line)
+        write_report(result, args.out, indent=1)
+    else:
+        print(json.dumps(result))
     return 0
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks import load_average, machine_info, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
                             text=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="deploy-vs-sim-"))
     values = f"num-server-rounds={args.rounds} local-epochs=1 seed=0"
-    load_before = list(os.getloadavg())
+    load_before = load_average()
     deploy_dir = work / "deployment" / "run"
     (work / "deployment").mkdir(parents=True)
     deployment = run("deployment", [sys.executable, "scripts/deploy_local.py", "--nodes", "2",
@@ -74,8 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "deploy_vs_sim",
         "label": args.label or commit,
         "checkout": str(checkout), "commit": commit,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())},
+        "machine": machine_info(loadavg_before=load_before, loadavg_after=load_average()),
         "config": {"algorithm": "fedavg", "dataset": "ml-digits", "nodes": 2, "rounds": args.rounds,
                    "local_epochs": 1, "seed": 0},
         "deployment": deployment,
@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
         "workdir": str(work),
     }
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"deploy-vs-sim-{args.label or commit}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    write_report(report, out)
     return report
 
 

@@ -24,10 +24,9 @@ after the last round (nothing is selected on the test set). Timing: ``mean_round
 run (wall, fit + server evaluation + federated evaluation) and the CPU time of the whole run
 divided by the rounds; the ratios FedLoGe / FedAvg are per (imbalance factor, seed) pair, then
 averaged. Each run executes in a fresh Python process (``--isolate``, the default; as a real
-``flwr run`` would): run back to back in one long-lived process, FedLoGe measured 1.15x FedAvg's
-round time over 12 seed pairs, in fresh processes 1.03x over the same pairs, while its training
-step alone costs 1.03-1.04x (benchmarks/results/fedloge-lt-digits.md). Every run directory is kept
-under ``DIR/runs``; a finished run is not rerun (resumable).
+``flwr run`` would): run back to back in one long-lived process, the later runs' round times
+drift and the ratio is biased (measured: ``docs/results/README.md``, lt-digits). Every run
+directory is kept under ``DIR/runs``; a finished run is not rerun (resumable).
 Writes ``DIR/fedloge_benchmark.md`` and ``.json``; prints one JSON object as its last line.
 """
 

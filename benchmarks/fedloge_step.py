@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from typing import Callable, Sequence
 
@@ -30,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from flwr.app import RecordDict
 
+from benchmarks import load_average, machine_info
 from benchmarks.steptime import time_rows
 from clients.base import ClientSetup
 from clients.fedloge import OptimizerChain
@@ -110,8 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     result = {
         "benchmark": "fedloge_step",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": 1, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
+        "machine": machine_info(torch=torch.__version__, threads=1, load_average_1m_at_end=round(load_average()[0], 2)),
         "config": {"steps": args.steps, "passes": args.passes, "client_round_passes": args.rounds,
                    "batch": args.batch, "seed": args.seed, "backbone": f"SmallCNN width {WIDTH}", "dim": DIM,
                    "classes": NUM_CLASSES, "client_round": f"lt-digits IF 50 alpha 0.5, {NODES} clients, fit + evaluate",

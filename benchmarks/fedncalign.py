@@ -44,8 +44,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import shlex
 import shutil
 import sys
@@ -55,6 +53,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from benchmarks import load_average, machine_info
 from benchmarks.progress import RunProgress
 from fedapp.config import ConfigError
 from fedapp.results import PROJECT_ROOT
@@ -247,9 +246,8 @@ def paired_round_time(specs: Sequence[RunSpec]) -> dict[str, Any]:
 def machine() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "torch_threads_per_client": 1, "device": "cpu",
-            "load_average_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    return machine_info(torch=torch.__version__, torch_threads_per_client=1, device="cpu",
+                        load_average_at_end=load_average())
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks import load_average, machine_info
 from benchmarks.steptime import time_rows
 from fedapp.models.backbones import SmallCNN
 from fedapp.models.ladm import LADM
@@ -79,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ms = time_rows(make_steps(args.batch, args.seed), args.steps)
     result = {
         "benchmark": "fedncalign_step",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "threads": 1, "load_average_1m_at_end": round(os.getloadavg()[0], 2)},
+        "machine": machine_info(torch=torch.__version__, threads=1, load_average_1m_at_end=round(load_average()[0], 2)),
         "config": {"steps": args.steps, "batch": args.batch, "seed": args.seed, "backbone": f"SmallCNN width {WIDTH}",
                    "dim": DIM, "classes": NUM_CLASSES, "optimizer": "AdamW lr 3e-3 wd 0.01"},
         "ms_per_step": ms,

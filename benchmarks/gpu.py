@@ -38,7 +38,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from typing import Any, Sequence
 
 import torch
 
+from benchmarks import machine_info
 from benchmarks.fixtures import write_cifar10, write_voc2012
 from fedapp.config import RunConfig
 from fedapp.data import federate
@@ -76,8 +76,7 @@ GPUS_PER_CLIENT = (0.25, 0.5, 1.0)
 
 
 def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                            "cuda": torch.cuda.is_available()}
+    info = machine_info(torch=torch.__version__, cuda=torch.cuda.is_available())
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1024**3, 1),

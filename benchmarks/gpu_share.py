@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchmarks import machine_info, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,16 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
     gpu_name = nvidia_smi("--query-gpu=index,name,memory.total")
     report = {
         "benchmark": "gpu_share",
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "gpu": [row for row in gpu_name if row[0] == str(args.gpu)]},
+        "machine": machine_info(gpu=[row for row in gpu_name if row[0] == str(args.gpu)]),
         "config": {"run_config": args.run_config, "nodes": 2, "deployment_devices": "cuda:0,cuda:0",
                    "simulation_gpus_per_client": 0.5},
         "cases": cases,
         "workdir": str(work),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    write_report(report, args.out)
     return report
 
 

@@ -7,8 +7,8 @@ SuperNode authentication (every key registered), ``--isolation process`` with on
 SuperLink/SuperNode, FedAvg with the small CNN on ml-digits (``num-partitions`` = ``--nodes``),
 1 local epoch, ``min-available-clients`` = ``--nodes`` so every round starts with all of them
 connected. ``--fraction-fit`` samples that share of the nodes per round: every message starts a
-~1 GB ClientApp process, so on a small machine all nodes training at once would exhaust its
-memory; the SuperLink still serves every SuperNode's heartbeats and pulls.
+ClientApp process of its own (torch, the data), so on a small machine all nodes training at once
+would exhaust its memory; the SuperLink still serves every SuperNode's heartbeats and pulls.
 
 While the run goes on, the resident memory (``VmRSS``) of the SuperLink process, of the
 server's SuperExec tree (SuperExec + ServerApp), and of all processes of the deployment together
@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from benchmarks import load_average, machine_info, write_report
 from fedapp.deploy import LocalDeployment, descendants, make_certs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = workdir / "run"
     overrides = {"num-server-rounds": args.rounds, "local-epochs": 1, "fraction-fit": args.fraction_fit,
                  "min-available-clients": args.nodes, "output-dir": str(run_dir)}
-    load_before = list(os.getloadavg())
+    load_before = load_average()
     timings: dict[str, float] = {}
     started = time.monotonic()
     certs = make_certs(workdir / "certs", args.nodes)
@@ -114,8 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     report = {
         "benchmark": "load",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())},
+        "machine": machine_info(loadavg_before=load_before, loadavg_after=load_average()),
         "config": {"nodes": args.nodes, "rounds": args.rounds, "fraction_fit": args.fraction_fit,
                    "algorithm": "fedavg", "dataset": "ml-digits", "backbone": "default (small CNN)",
                    "tls": True, "supernode_auth": True, "isolation": "process"},
@@ -131,9 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "timings_s": timings,
         "workdir": str(workdir),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report))
+    write_report(report, args.out)
     return report
 
 

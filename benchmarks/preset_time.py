@@ -20,7 +20,7 @@ benchmark row, one round is estimated as
 
 Clients run one after another on the GPU (the in-process engine, and Ray at gpus-per-client 1);
 ``--share`` divides by the speed-up the benchmark's simulation measured at a smaller
-gpus-per-client. The estimate covers ``--rounds`` rounds (the issue's 100) and the preset's own
+gpus-per-client. The estimate covers ``--rounds`` rounds (default 100) and the preset's own
 ``num-server-rounds``. Not included: process start, dataset loading and the first round's image
 decoding and cuDNN autotuning (``first_round_seconds`` in the JSON shows their size).
 """

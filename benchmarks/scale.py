@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import machine_info, write_report
 from benchmarks.progress import RunProgress
 from fedapp.results import PROJECT_ROOT
 from fedapp.simulate import to_override_string
@@ -266,13 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(cases)
     result = {
         "benchmark": "scale", "engine": "flower simulation (Ray), 1 CPU per ClientApp actor",
-        "machine": {"cpus": os.cpu_count(), "mem_total_gb": round(_kib_field("/proc/meminfo", "MemTotal:") / MB, 1)},
+        "machine": machine_info(mem_total_gb=round(_kib_field("/proc/meminfo", "MemTotal:") / MB, 1)),
         "seed": 0, "cases": cases,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result), flush=True)
+    write_report(result, args.out)
     return 0
 
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import sys
 from typing import Any
 
 import torch
 
+from benchmarks import load_average, machine_info
 from fedapp.models.sse_c import build_sse_c, naive_sse_c
 
 PAPER_STEPS = 10_000
@@ -39,19 +39,10 @@ PAPER_REFERENCE = {
 }
 
 
-def machine_info(threads: int) -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": threads,
-    }
-    if hasattr(os, "getloadavg"):
-        # The benchmark machine may be shared: the load says how comparable the seconds are.
-        info["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
-    return info
+def ssec_machine(threads: int) -> dict[str, Any]:
+    # The benchmark machine may be shared: the load says how comparable the seconds are.
+    return machine_info(processor=platform.processor() or platform.machine(), torch=torch.__version__,
+                        torch_threads=threads, load_average_1m_at_start=round(load_average()[0], 2))
 
 
 def run_one(
@@ -137,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--threads must be >= 1, got {args.threads}")
 
     shapes = ALL_SHAPES if args.all else ((args.classes, args.dim),)
-    output: dict[str, Any] = {"machine": machine_info(args.threads), "paper": PAPER_REFERENCE}
+    output: dict[str, Any] = {"machine": ssec_machine(args.threads), "paper": PAPER_REFERENCE}
     runs = []
     for num_classes, dim in shapes:
         try:

@@ -12,8 +12,7 @@ the last round, and before a run stops on ``on-insufficient-clients=fail``. It h
   ``metrics.jsonl`` row so far, the Python ``random`` state and the *generations* of the run
   (see below).
 
-It is written atomically: to a temporary file in the run directory, flushed and fsync'ed, then
-``os.replace``'d over the old checkpoint (and the directory fsync'ed), so a crash at any moment
+It is written atomically (:func:`fedapp.atomic_io.atomic_write_bytes`), so a crash at any moment
 leaves either the old or the new checkpoint, never half of one. Reading verifies every member (the
 zip CRCs) and the metadata, and any failure is a :class:`CheckpointError` that says so.
 
@@ -32,9 +31,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +40,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+
+from fedapp.atomic_io import atomic_write_bytes, jsonable
 
 CHECKPOINT_FILE = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -142,7 +141,7 @@ def save_checkpoint(run_dir: str | Path, checkpoint: Checkpoint) -> Path:
         "rng_numpy_meta": rng.get("numpy_meta"),
         "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    members: dict[str, np.ndarray] = {"meta": np.array(json.dumps(_jsonable(meta)))}
+    members: dict[str, np.ndarray] = {"meta": np.array(json.dumps(jsonable(meta)))}
     for index, array in enumerate(checkpoint.parameters):
         members[f"param_{index:04d}"] = np.asarray(array)
     for name, array in checkpoint.strategy_state.items():
@@ -154,38 +153,6 @@ def save_checkpoint(run_dir: str | Path, checkpoint: Checkpoint) -> Path:
     buffer = io.BytesIO()
     np.savez(buffer, **members)
     return atomic_write_bytes(run_dir / CHECKPOINT_FILE, buffer.getvalue())
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` so that a crash leaves the old file or the new one, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(run_dir: str | Path) -> Checkpoint:
@@ -258,9 +225,3 @@ def open_for_resume(run_dir: str | Path, config: Mapping[str, Any]) -> Checkpoin
     checkpoint = load_checkpoint(run_dir)
     check_resumable(checkpoint, config)
     return checkpoint
-
-
-def _jsonable(value: Any) -> Any:
-    from fedapp.results import _jsonable as results_jsonable
-
-    return results_jsonable(value)

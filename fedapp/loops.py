@@ -232,14 +232,12 @@ def train_epochs(
     device: torch.device,
     after_step: Callable[[], None] | None = None,
     options: TrainOptions | None = None,
-    augment: Augment | None = None,
-    augment_generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """Run ``epochs`` passes of SGD-style training; returns each logged term's mean over steps.
 
     ``after_step`` runs after every optimizer step (e.g. to re-apply a mask or a correction).
     ``options`` sets mixed precision and layout (see :class:`TrainOptions`; default: fp32).
-    ``augment(images, augment_generator)`` transforms every training batch on ``device``.
+    Augmentation is the loader's (:func:`make_loader` with ``augment``).
     With ``amp=fp16`` the loss is scaled, and a step whose gradients overflow is skipped (and the
     scale lowered) instead of raising.
     """
@@ -251,8 +249,6 @@ def train_epochs(
     for _ in range(epochs):
         for images, targets in loader:
             images, targets = options.to_input(images, device), targets.to(device, non_blocking=True)
-            if augment is not None:
-                images = augment(images, augment_generator)
             optimizer.zero_grad(set_to_none=True)
             with options.autocast(device):
                 loss, terms = loss_fn(model, images, targets)

@@ -51,7 +51,8 @@ from flwr.common import (
     log,
 )
 
-from fedapp.checkpoint import Generation, atomic_write_bytes, decode_generations
+from fedapp.atomic_io import atomic_write_bytes
+from fedapp.checkpoint import Generation, decode_generations
 from fedapp.protocol import GENERATIONS_KEY, server_round_of
 
 # context.state entry marking that this node already restored from disk in this run.

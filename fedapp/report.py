@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedapp.plots import plot_comparison
-from fedapp.results import RunDirError, load_run, run_status
+from fedapp.run_files import RunDirError, load_run, run_status
 
 COLUMNS = {
     "multilabel": ("macro_auc", "macro_f1", "micro_auc", "micro_f1"),

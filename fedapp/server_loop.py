@@ -88,33 +88,32 @@ class FederationServer(Server):
     def fit_round(
         self, server_round: int, timeout: float | None
     ) -> tuple[Parameters | None, dict[str, Scalar], Any] | None:
-        instructions = self.strategy.configure_fit(
-            server_round=server_round, parameters=self.parameters, client_manager=self._client_manager
-        )
-        if not instructions:
-            log(INFO, "configure_fit: no clients selected, cancel")
-            return None
-        log(INFO, "configure_fit: strategy sampled %s clients (out of %s)",
-            len(instructions), self._client_manager.num_available())
-        results, failures = run_clients(instructions, "fit", self.max_workers, timeout, server_round)
-        log(INFO, "aggregate_fit: received %s results and %s failures", len(results), len(failures))
-        parameters, metrics = self.strategy.aggregate_fit(server_round, results, failures)
-        return parameters, metrics, (results, failures)
+        return self._phase("fit", server_round, timeout)
 
     def evaluate_round(
         self, server_round: int, timeout: float | None
     ) -> tuple[float | None, dict[str, Scalar], Any] | None:
-        instructions = self.strategy.configure_evaluate(
+        return self._phase("evaluate", server_round, timeout)
+
+    def _phase(self, phase: str, server_round: int, timeout: float | None) -> tuple[Any, Any, Any] | None:
+        """``configure_<phase>`` -> the sampled clients -> ``aggregate_<phase>``; None without clients.
+
+        Returns the aggregate (parameters or loss, metrics) and ``(results, failures)``, as Flower's
+        ``fit_round``/``evaluate_round`` do.
+        """
+        instructions = getattr(self.strategy, f"configure_{phase}")(
             server_round=server_round, parameters=self.parameters, client_manager=self._client_manager
         )
         if not instructions:
+            if phase == "fit":
+                log(INFO, "configure_fit: no clients selected, cancel")
             return None
-        log(INFO, "configure_evaluate: strategy sampled %s clients (out of %s)",
-            len(instructions), self._client_manager.num_available())
-        results, failures = run_clients(instructions, "evaluate", self.max_workers, timeout, server_round)
-        log(INFO, "aggregate_evaluate: received %s results and %s failures", len(results), len(failures))
-        loss, metrics = self.strategy.aggregate_evaluate(server_round, results, failures)
-        return loss, metrics, (results, failures)
+        log(INFO, "configure_%s: strategy sampled %s clients (out of %s)",
+            phase, len(instructions), self._client_manager.num_available())
+        results, failures = run_clients(instructions, phase, self.max_workers, timeout, server_round)
+        log(INFO, "aggregate_%s: received %s results and %s failures", phase, len(results), len(failures))
+        aggregate, metrics = getattr(self.strategy, f"aggregate_{phase}")(server_round, results, failures)
+        return aggregate, metrics, (results, failures)
 
 
 def run_clients(

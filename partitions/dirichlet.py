@@ -131,24 +131,7 @@ def dirichlet_partition(
     client. If some client ends up with fewer than ``min_size`` samples, the whole partition is
     redrawn from the same generator (at most ``MAX_DRAWS`` = 100 draws, then ``ValueError``).
     Run-config ``dirichlet-mode=cut``; FedLoGe's code draws every sample instead
-    (:func:`dirichlet_sample_partition`, the default).
-
-    Parameters
-    ----------
-    labels : np.ndarray of shape (N,)
-        Integer class ids ``>= 0``.
-    num_clients : int
-        Number of partitions ``K``, ``1 <= K <= N``.
-    alpha : float
-        Dirichlet concentration (run-config ``alpha``), ``> 0``.
-    seed : int
-        Seed of ``np.random.default_rng``.
-    min_size : int, default=1
-        Smallest allowed partition (run-config ``min-partition-size``).
-
-    Returns
-    -------
-    list of np.ndarray
-        ``K`` sorted int64 index arrays covering ``range(N)`` disjointly.
+    (:func:`dirichlet_sample_partition`, the default). Parameters and return value are those of
+    :func:`dirichlet_sample_partition`.
     """
     return _partition(_draw_owners_cut, labels, num_clients, alpha, seed, min_size)

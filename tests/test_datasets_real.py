@@ -22,7 +22,6 @@ from fedapp.data.files import (
     IMAGENET_STD,
     CorruptDataFileError,
     MissingDataFileError,
-    normalize_uint8,
 )
 from fedapp.data.imagenet_lt import load_imagenet_lt
 from fedapp.data.longtail import longtail_class_counts
@@ -30,6 +29,13 @@ from fedapp.data.medmnist import DERMAMNIST_CLASSES, load_ml_dermamnist
 from fedapp.data.voc import VOC_CLASSES, load_voc2012
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def normalize_uint8(images: np.ndarray, mean, std) -> np.ndarray:
+    """Reference: float32 ``(images / 255 - mean) / std`` for uint8 images ``(N, C, H, W)``, in numpy."""
+    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std_arr = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((images.astype(np.float32) / 255.0) - mean_arr) / std_arr
 
 
 def _pickle(path: Path, obj: dict) -> None:

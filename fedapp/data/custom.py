@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fedapp.data.base import DatasetBundle
+from fedapp.data.base import DatasetBundle, Task
 from fedapp.data.files import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -162,9 +162,16 @@ def read_image_folder(data_root: PathLike) -> tuple[tuple[str, ...], list[Path],
 
 def load_image_folder(data_root: PathLike, image_size: int) -> DatasetBundle:
     """image-folder: a single-label :class:`DatasetBundle` of ``(3, image_size, image_size)`` images."""
-    classes, train_paths, train_labels, test_paths, test_labels = read_image_folder(data_root)
+    return _file_bundle("image-folder", "singlelabel", image_size, *read_image_folder(data_root))
+
+
+def _file_bundle(
+    name: str, task: Task, image_size: int, classes: tuple[str, ...],
+    train_paths: list[Path], train_labels: np.ndarray, test_paths: list[Path], test_labels: np.ndarray,
+) -> DatasetBundle:
+    """Both splits as :class:`ImageFileDataset` s (squashed to ``image_size``, ImageNet statistics)."""
     return DatasetBundle(
-        name="image-folder", task="singlelabel", num_classes=len(classes), class_names=classes,
+        name=name, task=task, num_classes=len(classes), class_names=classes,
         input_shape=(3, image_size, image_size),
         train=ImageFileDataset(train_paths, train_labels, image_size, IMAGENET_MEAN, IMAGENET_STD, "squash"),
         test=ImageFileDataset(test_paths, test_labels, image_size, IMAGENET_MEAN, IMAGENET_STD, "squash"),
@@ -268,10 +275,4 @@ def _names_to_multi_hot(csv_path: Path, values: list[str], is_test: np.ndarray) 
 
 def load_multilabel_csv(data_root: PathLike, image_size: int) -> DatasetBundle:
     """multilabel-csv: a multi-label :class:`DatasetBundle` of ``(3, image_size, image_size)`` images."""
-    classes, train_paths, train_labels, test_paths, test_labels = read_label_csv(data_root)
-    return DatasetBundle(
-        name="multilabel-csv", task="multilabel", num_classes=len(classes), class_names=classes,
-        input_shape=(3, image_size, image_size),
-        train=ImageFileDataset(train_paths, train_labels, image_size, IMAGENET_MEAN, IMAGENET_STD, "squash"),
-        test=ImageFileDataset(test_paths, test_labels, image_size, IMAGENET_MEAN, IMAGENET_STD, "squash"),
-    )
+    return _file_bundle("multilabel-csv", "multilabel", image_size, *read_label_csv(data_root))

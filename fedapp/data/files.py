@@ -1,10 +1,9 @@
 """Pieces shared by the loaders of the real datasets (read from ``data-root``, never downloaded).
 
 - Normalisation constants (:data:`IMAGENET_MEAN`, :data:`CIFAR10_MEAN`, ...).
-- Errors: :class:`MissingDataFileError` (a ``FileNotFoundError``) names the exact file expected, where
-  it comes from and the folder layout; :class:`CorruptDataFileError` (a ``ValueError``) names the file
-  and what is wrong with it. :func:`require_file`, :func:`require_dir`, :func:`require_files` and
-  :func:`corrupt` (and :func:`missing_message`) build them, so every loader words them the same way.
+- Errors (:mod:`fedapp.data.file_errors`, importable from here): :class:`MissingDataFileError` names
+  the exact file expected, where it comes from and the folder layout; :class:`CorruptDataFileError`
+  names the file and what is wrong with it; :func:`require_file` and its siblings build them.
 - Datasets that keep images compact and convert per item (each exposes ``labels`` as a numpy array,
   int64 ``(N,)`` or float32 multi-hot ``(N, C)``, like :class:`fedapp.data.base.ArrayDataset`):
 
@@ -14,7 +13,8 @@
     lazily from uint8 source images and a plan of source pairs (:func:`composite_plan`), so a
     composite set never exists as one float32 array;
   * :class:`ImageFileDataset`: one image file per sample (JPEG/PNG), decoded with
-    ``torchvision.io.decode_image`` and resized with ``transforms.v2`` (:func:`decode_image_file`),
+    ``torchvision.io.decode_image`` and resized with ``transforms.v2`` (:func:`decode_image_file` of
+    :mod:`fedapp.data.decode`, importable from here),
     kept decoded in a per-process uint8 cache when the split fits (:data:`DECODE_CACHE_BYTES`).
 
 Every dataset also has ``get_batch(indices) -> (images, targets)``: the same tensors as stacking
@@ -27,22 +27,27 @@ training and evaluation start from.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
-from PIL import Image
 from torch.utils.data import Dataset, get_worker_info
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 from fedapp.data.composites import sample_composite_sources
-
-PathLike = str | os.PathLike[str]
-Resize = Literal["squash", "center-crop"]
+from fedapp.data.decode import Resize, check_resize, decode_image_file, load_image  # noqa: F401 (re-exported)
+from fedapp.data.file_errors import (  # noqa: F401 (re-exported: the loaders import them from here)
+    CorruptDataFileError,
+    MissingDataFileError,
+    PathLike,
+    corrupt,
+    missing_message,
+    read_list_file,
+    require_dir,
+    require_file,
+    require_files,
+)
 
 # Per-channel (R, G, B) mean and std of images scaled to [0, 1].
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -53,85 +58,10 @@ CIFAR100_MEAN: tuple[float, float, float] = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD: tuple[float, float, float] = (0.2673, 0.2564, 0.2762)
 
 
-class MissingDataFileError(FileNotFoundError):
-    """A file or folder of a real dataset is not under ``data-root``; the message says how to get it."""
-
-
-class CorruptDataFileError(ValueError):
-    """A dataset file is there but unreadable or not in its published format; the message says why."""
-
-
-def missing_message(path: Path, kind: str, what: str, source: str, layout: str = "") -> str:
-    """The text of a :class:`MissingDataFileError`: the path expected, what it is, source, layout."""
-    lines = [f"missing {kind} {path} ({what})", f"  it comes from: {source}"]
-    if layout:
-        lines.append("  expected layout:")
-        lines.extend("    " + line for line in layout.strip("\n").splitlines())
-    lines.append("  nothing is downloaded at run time: put the files there yourself")
-    return "\n".join(lines)
-
-
-def require_file(path: PathLike, what: str, source: str, layout: str = "") -> Path:
-    """Return ``path`` as a ``Path`` if it is a file; otherwise raise :class:`MissingDataFileError`.
-
-    The error names the exact path expected, ``what`` it is, ``source`` (the official distribution
-    it comes from, by name) and the expected folder ``layout``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataFileError(missing_message(path, "file", what, source, layout))
-    return path
-
-
-def require_dir(path: PathLike, what: str, source: str, layout: str = "") -> Path:
-    """Return ``path`` as a ``Path`` if it is a folder; otherwise raise :class:`MissingDataFileError`."""
-    path = Path(path)
-    if not path.is_dir():
-        raise MissingDataFileError(missing_message(path, "folder", what, source, layout))
-    return path
-
-
-def require_files(paths: Sequence[Path], what: str, source: str, layout: str = "") -> None:
-    """Raise :class:`MissingDataFileError` naming the first missing files (and how many) of ``paths``."""
-    missing = [path for path in paths if not path.is_file()]
-    if not missing:
-        return
-    shown = ", ".join(str(path) for path in missing[:5])
-    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    raise MissingDataFileError(
-        missing_message(missing[0], "file", f"{len(missing)} of {len(paths)} {what} are missing: "
-                         f"{shown}{more}", source, layout)
-    )
-
-
-def corrupt(path: PathLike, problem: str, source: str) -> CorruptDataFileError:
-    """The :class:`CorruptDataFileError` for ``path`` (raise it, chained to the cause if there is one)."""
-    return CorruptDataFileError(
-        f"corrupt or unexpected data file {Path(path)}: {problem}; replace it with an intact copy of "
-        f"{source}"
-    )
-
-
-def read_list_file(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a text list file (split lists, image lists)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise CorruptDataFileError(f"corrupt or unexpected data file {path}: not UTF-8 text ({err})") from err
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
 def _stats(values: Sequence[float], channels: int) -> torch.Tensor:
     if len(values) != channels:
         raise ValueError(f"need {channels} per-channel values, got {len(values)}")
     return torch.tensor(values, dtype=torch.float32).view(channels, 1, 1)
-
-
-def normalize_uint8(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """float32 ``(images / 255 - mean) / std`` for uint8 images ``(N, C, H, W)``."""
-    mean_arr = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std_arr = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((images.astype(np.float32) / 255.0) - mean_arr) / std_arr
 
 
 def _targets(labels: np.ndarray) -> torch.Tensor:
@@ -257,7 +187,7 @@ class CompositeDataset(Dataset):
     def _half(self, source: int) -> torch.Tensor:
         if source < 0:
             return torch.zeros(self.images.shape[1:], dtype=torch.float32)
-        return (self.images[source].float() / 255.0 - self._mean) / self._std
+        return normalize_batch(self.images[source], self._mean, self._std)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         left, right = self.sources[index]
@@ -276,32 +206,6 @@ class CompositeDataset(Dataset):
         return images, self._targets[torch.from_numpy(rows)]
 
 
-def load_image(path: Path, image_size: int, resize: Resize = "squash", grayscale: bool = False) -> Image.Image:
-    """Decode ``path`` with PIL as RGB (gray replicated to 3 channels if ``grayscale``) and resize it.
-
-    ``resize="squash"`` scales to ``image_size x image_size`` (aspect ratio not kept, nothing cut);
-    ``"center-crop"`` scales the shorter side to ``image_size`` and cuts the central square.
-    Raises :class:`MissingDataFileError` / :class:`CorruptDataFileError` naming the file.
-    """
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("L").convert("RGB") if grayscale else opened.convert("RGB")
-    except FileNotFoundError as err:
-        raise MissingDataFileError(f"missing image file {path} (it was listed when the dataset was built)") from err
-    except (OSError, SyntaxError, ValueError) as err:  # PIL.UnidentifiedImageError is an OSError
-        raise CorruptDataFileError(f"corrupt or unexpected data file {path}: cannot decode image ({err})") from err
-    if resize == "squash":
-        return image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    if resize != "center-crop":
-        raise ValueError(f"resize must be 'squash' or 'center-crop', got {resize!r}")
-    width, height = image.size
-    scale = image_size / min(width, height)
-    new_w, new_h = max(image_size, round(width * scale)), max(image_size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
-    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
-    return image.crop((left, top, left + image_size, top + image_size))
-
-
 # The largest decoded split (uint8 bytes) an ImageFileDataset keeps in memory in each process:
 # VOC 2012 at 224 px (5,717 train images: 0.86 GB) fits; ChestX-ray14 / ImageNet-LT (~17 GB) do not,
 # and are decoded anew each epoch (in DataLoader workers when num-workers > 0).
@@ -312,33 +216,6 @@ def _decode_error(path: Path, err: Exception) -> Exception:
     if not path.is_file():
         return MissingDataFileError(f"missing image file {path} (it was listed when the dataset was built)")
     return CorruptDataFileError(f"corrupt or unexpected data file {path}: cannot decode image ({err})")
-
-
-def decode_image_file(path: Path, image_size: int, resize: Resize = "squash", grayscale: bool = False) -> torch.Tensor:
-    """uint8 ``(3, image_size, image_size)`` of ``path``: ``torchvision.io.decode_image`` + ``transforms.v2``.
-
-    The same geometry as :func:`load_image` (bilinear with antialiasing; ``"center-crop"`` scales the
-    shorter side to ``image_size``, ``round``-ing the longer one, and cuts the central square at the
-    same offsets); pixel values may differ from PIL's resize by one level. Gray files (or
-    ``grayscale``) are replicated to 3 channels. Raises :class:`MissingDataFileError` /
-    :class:`CorruptDataFileError` naming the file.
-    """
-    try:
-        image = decode_image(read_file(str(path)), mode=ImageReadMode.GRAY if grayscale else ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as err:
-        raise _decode_error(path, err) from err
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    if resize == "squash":
-        return TF.resize(image, [image_size, image_size], antialias=True).contiguous()
-    if resize != "center-crop":
-        raise ValueError(f"resize must be 'squash' or 'center-crop', got {resize!r}")
-    height, width = image.shape[-2:]
-    scale = image_size / min(width, height)
-    new_w, new_h = max(image_size, round(width * scale)), max(image_size, round(height * scale))
-    image = TF.resize(image, [new_h, new_w], antialias=True)
-    left, top = (new_w - image_size) // 2, (new_h - image_size) // 2
-    return image[:, top:top + image_size, left:left + image_size].contiguous()
 
 
 class ImageFileDataset(Dataset):
@@ -369,8 +246,7 @@ class ImageFileDataset(Dataset):
             raise ValueError(f"paths ({len(paths)}) and labels ({len(labels)}) differ in length")
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
-        if resize not in ("squash", "center-crop"):
-            raise ValueError(f"resize must be 'squash' or 'center-crop', got {resize!r}")
+        check_resize(resize)
         self.paths = [Path(path) for path in paths]
         self.labels = np.asarray(labels)
         self.image_size = image_size

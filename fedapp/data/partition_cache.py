@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedapp.atomic_io import atomic_write_bytes
 from fedapp.config import RunConfig
 from fedapp.data.base import ArrayDataset, DatasetBundle
 
@@ -98,10 +99,7 @@ def save_partition(path: Path, split: "FederatedSplit", partition_id: int) -> bo
             "class_names": list(bundle.class_names), "input_shape": list(bundle.input_shape)}
     buffer = io.BytesIO()
     np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(buffer.getvalue())
-    os.replace(partial, path)  # concurrent writers (two SuperNodes on one disk) never tear a file
+    atomic_write_bytes(path, buffer.getvalue())  # concurrent writers (two SuperNodes on one disk) never tear it
     return True
 
 

@@ -68,6 +68,8 @@ def load_resnet18_weights(path: str) -> dict[str, torch.Tensor]:
             f"pretrained-path={path!r} does not exist; give a local torchvision resnet18 state dict "
             "(e.g. resnet18-f37072fd.pth) or leave pretrained-path empty to train from scratch"
         )
+    from torchvision.models import resnet18  # lazy, as in ResNet18Backbone: torchvision.models is slow to import
+
     state = torch.load(file, map_location="cpu", weights_only=True)
     expected = set(resnet18(weights=None).state_dict())
     if not isinstance(state, dict) or set(state) != expected:

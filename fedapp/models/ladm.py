@@ -22,17 +22,15 @@ self-attention, cross-attention, FFN, each with residual + LayerNorm). Choices m
 - bare cross-attention output by default (``residual_norm=False``), as Eq. 3 reads. The post-norm
   form LayerNorm(Q + A) is available (``residual_norm=True``) but trains badly under the *fixed* ETF
   classifier: with logit_c = <LN(w_c + A_c), w_c> the feature's magnitude is normalised away and
-  the logit can only move through the feature's direction (ml-digits, SmallCNN, central, 3 epochs,
-  AdamW lr 3e-3, seed 0: test macro-AUC 0.90 (SmallCNN width 16; 0.875 at width 32) vs 0.997 for
-  the bare output, 0.997-0.999 over 3 seeds; with the learnable group-linear classifier both
-  forms reach 0.997-1.000);
-- the FFN is optional (``ffn_dim=0`` disables it, the default): on ml-digits it did not help
-  (0.997 with ffn_dim=128, same as without) and it adds 2*d*ffn_dim parameters to every upload;
+  the logit can only move through the feature's direction (measured on ml-digits:
+  ``docs/results/design-measurements.md``);
+- the FFN is optional (``ffn_dim=0`` disables it, the default): on ml-digits it did not help and it
+  adds 2*d*ffn_dim parameters to every upload;
 - no positional encoding: the backbone's zero-padded convolutions already carry position, and a
   learned table would tie the module to one token count (one input size);
 - the attention is ``nn.MultiheadAttention``'s parameters and function, evaluated by
   :func:`folded_cross_attention` in a cheaper order that the shared queries allow (same values and
-  gradients up to float rounding; a training step with LADM costs ~1.3x less LADM time).
+  gradients up to float rounding, less time per training step).
 """
 
 from __future__ import annotations
@@ -85,8 +83,7 @@ def folded_cross_attention(
     to 1, so b^V passes through. The keyed queries W^K_h^T q_h are formed once per batch (C x heads
     vectors), and no per-token key or value is ever formed: per image this is
     2 N C heads d + 2 C d^2 multiply-adds instead of the 2 N d^2 + C d^2 + ... of keys and values per
-    token plus the per-image query projection. On the CPU (SmallCNN, N = 32 tokens, d = 64, C = 10)
-    forward + backward took ~2.3 ms per batch of 32 against ~3.7 ms for ``nn.MultiheadAttention``.
+    token plus the per-image query projection (the CPU timing: ``docs/results/design-measurements.md``).
 
     Args:
         queries: ``(C, d)`` class queries (one set for the whole batch).

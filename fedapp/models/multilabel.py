@@ -32,7 +32,7 @@ orthonormal U (:mod:`fedapp.models.etf`), equivalent up to a rotation of the fea
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -213,25 +213,13 @@ def build_multilabel_net(
     num_classes: int,
     use_ladm: bool = True,
     classifier: ClassifierKind = "etf",
-    query_mode: QueryMode = "etf",
-    etf_seed: int = 0,
-    num_heads: int = 4,
-    ladm_dropout: float = 0.0,
-    ladm_ffn_dim: int = 0,
-    ladm_residual_norm: bool = False,
-    logit_scale: float = 1.0,
-    learnable_scale: bool = False,
-    classifier_bias: bool = False,
+    **options: Any,
 ) -> MultiLabelNet | PooledLinearNet:
     """The network of one ablation row: :class:`PooledLinearNet` for (no LADM, fc), else
-    :class:`MultiLabelNet` with the given switches."""
+    :class:`MultiLabelNet` with the given switches; ``options`` are :class:`MultiLabelNet`'s other
+    keyword arguments (``query_mode``, ``etf_seed``, ``num_heads``, ...)."""
     if classifier not in CLASSIFIER_KINDS:
         raise ValueError(f"classifier={classifier!r} is unknown; allowed: {', '.join(map(repr, CLASSIFIER_KINDS))}")
     if not use_ladm and classifier == "fc":
         return PooledLinearNet(backbone, feature_dim, num_classes)
-    return MultiLabelNet(
-        backbone, feature_dim, num_classes, use_ladm=use_ladm, classifier=classifier, query_mode=query_mode,
-        etf_seed=etf_seed, num_heads=num_heads, ladm_dropout=ladm_dropout, ladm_ffn_dim=ladm_ffn_dim,
-        ladm_residual_norm=ladm_residual_norm, logit_scale=logit_scale, learnable_scale=learnable_scale,
-        classifier_bias=classifier_bias,
-    )
+    return MultiLabelNet(backbone, feature_dim, num_classes, use_ladm=use_ladm, classifier=classifier, **options)

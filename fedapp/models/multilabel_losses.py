@@ -33,9 +33,9 @@ cosine hinge on every prototype instead of the sigmoid of the top logit::
 
 Its choices: cosine similarity; the hinge averaged over all negative pairs and prototypes (0, not
 0/0, when nothing violates); tau = 0.5 above the 1/(C-1) cosine of the ideal negative -w_c to the
-other prototypes; T = 0.2 chosen on validation (ml-digits skewed, seeds 0-1). Measured: under it
-L_rej stays ~1e-3 for a whole run, so it hardly acts. Under both forms an empty set of pairs gives
-exactly 0, still attached to the graph.
+other prototypes; T = 0.2 chosen on validation (ml-digits skewed, seeds 0-1). Under it L_rej stays
+small for a whole run, so it hardly acts (``docs/results/README.md``, appendix). Under both forms an
+empty set of pairs gives exactly 0, still attached to the graph.
 """
 
 from __future__ import annotations
@@ -86,6 +86,41 @@ def _check_weights(lambda_rejection: float, lambda_contrastive: float) -> None:
         )
 
 
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0.0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _check_cosine_tau(tau: float) -> None:
+    if not -1.0 <= tau < 1.0:
+        raise ValueError(f"tau is a cosine threshold in [-1, 1), got {tau}")
+
+
+def _require_prototypes(prototypes: torch.Tensor | None) -> torch.Tensor:
+    if prototypes is None:
+        raise ValueError("the rejection/contrastive losses need the ETF prototypes (classifier='etf')")
+    return prototypes
+
+
+def _own_class_log_likelihood(cosines: torch.Tensor, positive: torch.Tensor, temperature: float) -> torch.Tensor:
+    """sum_{(i,c) in P} log( exp(s_icc / T) / sum_j exp(s_icj / T) ): ``positive`` is y as a float (B, C)."""
+    log_probs = torch.log_softmax(cosines / temperature, dim=-1)
+    own_class = torch.diagonal(log_probs, dim1=1, dim2=2)  # (B, C): log p(j = c | h_ic)
+    return (own_class * positive).sum()
+
+
+def _weighted_total(
+    bce: torch.Tensor, rejection: torch.Tensor, contrastive: torch.Tensor,
+    lambda_rejection: float, lambda_contrastive: float, warmup: tuple[float, float],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """L = L_BCE + f_rej lambda_rej L_rej + f_con lambda_con L_con, and the detached terms."""
+    rejection_factor, contrastive_factor = warmup  # 1.0 * lambda is lambda exactly: no warm-up, no change
+    total = (bce + (rejection_factor * lambda_rejection) * rejection
+             + (contrastive_factor * lambda_contrastive) * contrastive)
+    terms = {"bce": bce.detach(), "rejection": rejection.detach(), "contrastive": contrastive.detach()}
+    return total, terms
+
+
 def prototype_cosines(class_features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
     """s_icj = cos(h_ic, w_j): ``(B, C, d)`` features x ``(d, C)`` prototypes -> ``(B, C, C)``."""
     # (h @ w_hat) / |h| is cos(h, w): one division of the (B, C, C) result instead of normalising
@@ -133,15 +168,12 @@ def prototype_contrastive_loss(
 ) -> torch.Tensor:
     """L_con = 1/B sum_{(i,c) in P} -log( exp(s_icc / T) / sum_j exp(s_icj / T) ) (the authors' "PSC")."""
     _check_inputs(class_features, targets, prototypes)
-    if not temperature > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
     return _contrastive_sum(prototype_cosines(class_features, prototypes), targets, temperature)
 
 
 def _contrastive_sum(cosines: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    log_probs = torch.log_softmax(cosines / temperature, dim=-1)
-    own_class = torch.diagonal(log_probs, dim1=1, dim2=2)  # (B, C): log p(j = c | h_ic)
-    return -(own_class * targets.to(cosines.dtype)).sum() / targets.shape[0]
+    return -_own_class_log_likelihood(cosines, targets.to(cosines.dtype), temperature) / targets.shape[0]
 
 
 def ramp(progress: float, start: float, end: float) -> float:
@@ -190,22 +222,16 @@ def authors_loss(
     zero = logits.new_zeros(())
     rejection, contrastive = zero, zero
     if lambda_rejection > 0.0 or lambda_contrastive > 0.0:
-        if prototypes is None:
-            raise ValueError("the rejection/contrastive losses need the ETF prototypes (classifier='etf')")
+        prototypes = _require_prototypes(prototypes)
         _check_inputs(class_features, targets, prototypes, values=False)
         if lambda_rejection > 0.0:
             if class_logits is None:
                 raise ValueError("the rejection loss needs the ETF classifier's (B, C, C) class logits")
             rejection = topk_rejection_loss(class_logits, targets, tau)
         if lambda_contrastive > 0.0:
-            if not temperature > 0.0:
-                raise ValueError(f"temperature must be > 0, got {temperature}")
+            _check_temperature(temperature)
             contrastive = _contrastive_sum(prototype_cosines(class_features, prototypes), targets, temperature)
-    rejection_factor, contrastive_factor = warmup
-    total = (bce + (rejection_factor * lambda_rejection) * rejection
-             + (contrastive_factor * lambda_contrastive) * contrastive)
-    terms = {"bce": bce.detach(), "rejection": rejection.detach(), "contrastive": contrastive.detach()}
-    return total, terms
+    return _weighted_total(bce, rejection, contrastive, lambda_rejection, lambda_contrastive, warmup)
 
 
 # -------------------------------------------------------------- the mean-cosine formulation
@@ -214,8 +240,7 @@ def mean_cosine_rejection_loss(
 ) -> torch.Tensor:
     """L_rej = 1/(|N| C) sum_{(i,c) in N} sum_j max(0, s_icj - tau) (mean-cosine form)."""
     _check_inputs(class_features, targets, prototypes)
-    if not -1.0 <= tau < 1.0:
-        raise ValueError(f"tau is a cosine threshold in [-1, 1), got {tau}")
+    _check_cosine_tau(tau)
     return _rejection_from_cosines(prototype_cosines(class_features, prototypes), targets, tau)
 
 
@@ -234,16 +259,13 @@ def mean_cosine_contrastive_loss(
 ) -> torch.Tensor:
     """L_con = 1/|P| sum_{(i,c) in P} -log( exp(s_icc / T) / sum_j exp(s_icj / T) ) (mean-cosine form)."""
     _check_inputs(class_features, targets, prototypes)
-    if not temperature > 0.0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature)
     return _contrastive_from_cosines(prototype_cosines(class_features, prototypes), targets, temperature)
 
 
 def _contrastive_from_cosines(cosines: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     positive = targets.to(cosines.dtype)  # (B, C): 1 on positive pairs
-    log_probs = torch.log_softmax(cosines / temperature, dim=-1)
-    own_class = torch.diagonal(log_probs, dim1=1, dim2=2)  # (B, C): log p(j = c | h_ic)
-    return -(own_class * positive).sum() / positive.sum().clamp_min(1.0)
+    return -_own_class_log_likelihood(cosines, positive, temperature) / positive.sum().clamp_min(1.0)
 
 
 def mean_cosine_loss(
@@ -270,22 +292,15 @@ def mean_cosine_loss(
     zero = logits.new_zeros(())
     rejection, contrastive = zero, zero
     if lambda_rejection > 0.0 or lambda_contrastive > 0.0:
-        if prototypes is None:
-            raise ValueError("the rejection/contrastive losses need the ETF prototypes (classifier='etf')")
+        prototypes = _require_prototypes(prototypes)
         # Shapes only: the multi-hot check costs a pass over the targets at every training step,
         # and the datasets already guarantee 0/1 targets (the public terms above do check).
         _check_inputs(class_features, targets, prototypes, values=False)
-        if not -1.0 <= tau < 1.0:
-            raise ValueError(f"tau is a cosine threshold in [-1, 1), got {tau}")
-        if not temperature > 0.0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        _check_cosine_tau(tau)
+        _check_temperature(temperature)
         cosines = prototype_cosines(class_features, prototypes)  # once for both terms
         if lambda_rejection > 0.0:
             rejection = _rejection_from_cosines(cosines, targets, tau)
         if lambda_contrastive > 0.0:
             contrastive = _contrastive_from_cosines(cosines, targets, temperature)
-    rejection_factor, contrastive_factor = warmup  # 1.0 * lambda is lambda exactly: no warm-up, no change
-    total = (bce + (rejection_factor * lambda_rejection) * rejection
-             + (contrastive_factor * lambda_contrastive) * contrastive)
-    terms = {"bce": bce.detach(), "rejection": rejection.detach(), "contrastive": contrastive.detach()}
-    return total, terms
+    return _weighted_total(bce, rejection, contrastive, lambda_rejection, lambda_contrastive, warmup)

@@ -13,26 +13,27 @@ with psi_hat'_c = psi'_c / ||psi'_c||. The optimum is a sparse matrix whose colu
 and maximal minimum pairwise angle, i.e. (when reachable) a sparse simplex ETF: every pairwise
 angle arccos(-1/(C-1)).
 
-:func:`build_sse_c` is the fast construction used by the app; :func:`naive_sse_c` is the paper's
-plain loop, kept for the benchmark. Differences of the fast construction, all measured in
-``benchmarks/ssec.py``:
+:func:`build_sse_c` is the fast construction used by the app; :func:`naive_sse_c`
+(:mod:`fedapp.models.sse_c_naive`) is the paper's plain loop, kept for the benchmark; the mask, the
+measures and the checksum are in :mod:`fedapp.models.sse_c_geometry` (all importable from here).
+Differences of the fast construction (the measurements behind them: ``docs/results/README.md``,
+"SSE-C construction"):
 
 * Norm constraint by projection. l_norm's minimiser is ||psi'_c|| = gamma, so every iterate is
   kept on that set (each column is rescaled after each step: projected gradient descent on
   Eq. 5, with l_norm identically 0 and only l_angle left to minimise). Letting l_norm fight
-  l_angle through a shared adaptive step (the authors' Adam) stalls the angles: at C=1000,
-  d=2048 Adam on the summed loss reached a min angle of 88.4 deg in 100 steps, Adam with this
-  projection 89.9 deg. The returned matrix is finally rescaled to exactly gamma in float64.
+  l_angle through a shared adaptive step (the authors' Adam) stalls the angles. The returned
+  matrix is finally rescaled to exactly gamma in float64.
 * Smooth maximum. The gradient of the exact max reaches one neighbour per class and step, so the
-  tail of near pairs shrinks slowly (87.7 deg after 100 steps at C=1000). The gradient uses the
-  log-sum-exp surrogate ``max_j cos_cj ~ tau * log sum_{j != c} exp(cos_cj / tau)`` (an upper
-  bound of the max, within tau*log(C-1)) with ``temperature`` tau. The loss that is tracked,
-  used for early stopping and reported, and the reported min angle are computed with the exact max.
+  tail of near pairs shrinks slowly. The gradient uses the log-sum-exp surrogate
+  ``max_j cos_cj ~ tau * log sum_{j != c} exp(cos_cj / tau)`` (an upper bound of the max, within
+  tau*log(C-1)) with ``temperature`` tau. The loss that is tracked, used for early stopping and
+  reported, and the reported min angle are computed with the exact max.
 * Optimiser. Riemannian momentum SGD on the product of spheres: the tangent gradient of each
   column is normalised to unit length (so ``lr`` is an angle in radians per step for every class,
   independent of d, C and gamma), accumulated with heavy-ball momentum, the masked entries are
-  stepped and the column is rescaled to gamma. It reached a min angle of 90.02 deg in 100 steps
-  at C=1000, d=2048 where projected Adam reached 89.94 deg.
+  stepped and the column is rescaled to gamma; it opens the minimum angle faster than projected
+  Adam.
 * Early stopping. The best iterate by exact loss is kept; when the exact loss has not improved by
   a relative ``tol`` for ``window`` steps, the step size is halved and the search restarts from the
   best iterate; after ``num_decays`` halvings the construction has converged.
@@ -50,150 +51,23 @@ class c); an ``nn.Linear(dim, C)`` takes the transpose as its weight.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import torch
 
 from fedapp.models.etf import simplex_etf
-
-MaskKind = Literal["per-class", "global"]
-_MASKS = ("per-class", "global")
-
-
-@dataclass(frozen=True)
-class SSECReport:
-    """How an SSE-C construction went, and the geometry of its result (cf. FedLoGe Table 6).
-
-    ``seconds`` is wall time; ``cpu_seconds`` the process CPU time (all threads), the steadier
-    measure on a shared machine. ``norm_var`` and ``angle_var_deg2`` are population variances
-    (ddof=0, as the authors' code);
-    angles are over all pairs of distinct classes; ``sparsity`` is the measured fraction of zero
-    entries; ``converged`` is True when the early-stopping test ended the run.
-    """
-
-    steps: int
-    seconds: float
-    cpu_seconds: float
-    norm_mean: float
-    norm_var: float
-    mean_angle_deg: float
-    min_angle_deg: float
-    angle_var_deg2: float
-    sparsity: float
-    converged: bool
-
-    def as_dict(self) -> dict[str, float | int | bool]:
-        return asdict(self)
-
-
-def _validate(num_classes: int, dim: int, sparsity: float, gamma: float, mask: str) -> None:
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    if not isinstance(dim, int) or dim < num_classes - 1:
-        raise ValueError(
-            f"dim must be an integer >= num_classes - 1 = {num_classes - 1} (simplex ETF), "
-            f"got {dim!r}"
-        )
-    if not (isinstance(sparsity, (int, float)) and 0.0 <= sparsity < 1.0):
-        raise ValueError(f"sparsity must be in [0, 1) (fraction of zero entries), got {sparsity!r}")
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0 (target column norm), got {gamma!r}")
-    if mask not in _MASKS:
-        raise ValueError(f"mask must be one of {_MASKS}, got {mask!r}")
-
-
-def sparse_mask(
-    num_classes: int, dim: int, sparsity: float, seed: int, mask: MaskKind = "per-class"
-) -> torch.Tensor:
-    """The indicator S of FedLoGe Sec. 3.2, ``(dim, num_classes)`` float32 of 0/1.
-
-    ``per-class``: exactly round(sparsity*dim) zeros in every column. ``global``: exactly
-    round(sparsity*dim*num_classes) zeros anywhere (the authors' code). Reproducible from ``seed``.
-    Raises if a column would be all zero (no direction left to optimise).
-    """
-    _validate(num_classes, dim, sparsity, 1.0, mask)
-    generator = torch.Generator().manual_seed(seed)
-    if mask == "per-class":
-        zeros = round(sparsity * dim)
-        if zeros >= dim:
-            raise ValueError(
-                f"sparsity={sparsity} leaves no non-zero entry in a column of dim={dim}"
-            )
-        order = torch.rand(num_classes, dim, generator=generator).argsort(dim=1)
-        keep = torch.ones(num_classes, dim)
-        keep.scatter_(1, order[:, :zeros], 0.0)
-        return keep.T.contiguous()
-    zeros = round(sparsity * dim * num_classes)
-    flat = torch.ones(dim * num_classes)
-    flat[torch.randperm(dim * num_classes, generator=generator)[:zeros]] = 0.0
-    keep = flat.reshape(dim, num_classes)
-    empty = (keep.sum(dim=0) == 0).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(
-            f"the global mask (sparsity={sparsity}, seed={seed}) zeroes every entry of classes "
-            f"{empty[:10]}; use mask='per-class' or a lower sparsity"
-        )
-    return keep
-
-
-def classifier_geometry(matrix: torch.Tensor) -> dict[str, float]:
-    """Table-6 measures of a ``(dim, C)`` classifier, computed in float64.
-
-    Returns ``norm_mean``, ``norm_var`` (column L2 norms, ddof=0), ``mean_angle_deg``,
-    ``min_angle_deg``, ``angle_var_deg2`` (over the C(C-1)/2 pairs of distinct columns) and
-    ``sparsity`` (fraction of exactly-zero entries).
-    """
-    if matrix.ndim != 2 or matrix.shape[1] < 2:
-        raise ValueError(f"matrix must be (dim, C) with C >= 2, got shape {tuple(matrix.shape)}")
-    m = matrix.detach().to(torch.float64)
-    norms = torch.linalg.vector_norm(m, dim=0)
-    unit = m / norms
-    cosines = unit.T @ unit
-    rows, cols = torch.triu_indices(m.shape[1], m.shape[1], offset=1)
-    angles = torch.rad2deg(torch.acos(cosines[rows, cols].clamp(-1.0, 1.0)))
-    return {
-        "norm_mean": norms.mean().item(),
-        "norm_var": norms.var(unbiased=False).item(),
-        "mean_angle_deg": angles.mean().item(),
-        "min_angle_deg": angles.min().item(),
-        "angle_var_deg2": angles.var(unbiased=False).item(),
-        "sparsity": (m == 0).double().mean().item(),
-    }
-
-
-def _report(
-    matrix: torch.Tensor, steps: int, started: tuple[float, float], converged: bool
-) -> SSECReport:
-    """Report for ``matrix``; ``started`` = (perf_counter, process_time) at the start."""
-    return SSECReport(
-        steps=steps,
-        seconds=time.perf_counter() - started[0],
-        cpu_seconds=time.process_time() - started[1],
-        converged=converged,
-        **classifier_geometry(matrix),
-    )
-
-
-@contextlib.contextmanager
-def _intra_op_threads(num_threads: int | None) -> Iterator[None]:
-    """Run with ``num_threads`` torch intra-op threads (None: unchanged), then restore."""
-    if num_threads is None:
-        yield
-        return
-    if not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be an integer >= 1 or None, got {num_threads!r}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from fedapp.models.sse_c_geometry import (  # noqa: F401 (re-exported: imported from fedapp.models.sse_c)
+    MaskKind,
+    SSECReport,
+    classifier_geometry,
+    intra_op_threads,
+    make_report,
+    sparse_mask,
+    sse_c_checksum,
+    validate,
+)
+from fedapp.models.sse_c_naive import naive_sse_c  # noqa: F401 (re-exported)
 
 
 def _exact_loss(cosines: torch.Tensor, norms: torch.Tensor, gamma: float) -> float:
@@ -236,7 +110,7 @@ def build_sse_c(
     rebuild the same matrix from the seed on the same software and hardware (see
     :func:`sse_c_checksum`). One thread is also the fastest on a shared, oversubscribed CPU.
     """
-    _validate(num_classes, dim, sparsity, gamma, mask)
+    validate(num_classes, dim, sparsity, gamma, mask)
     for name, value, low in (("max_steps", max_steps, 1), ("window", window, 1)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -252,7 +126,7 @@ def build_sse_c(
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
-    with _intra_op_threads(num_threads):
+    with intra_op_threads(num_threads):
         return _build(num_classes, dim, sparsity, gamma, seed, mask, max_steps, lr, momentum,
                       temperature, tol, window, num_decays, dtype)
 
@@ -325,93 +199,4 @@ def _build(
     best = best_x.to(torch.float64)
     best = best * (gamma / torch.linalg.vector_norm(best, dim=1, keepdim=True))
     matrix = best.T.contiguous().to(dtype)
-    return matrix, _report(matrix, steps, started, converged)
-
-
-def naive_sse_c(
-    num_classes: int,
-    dim: int,
-    sparsity: float = 0.6,
-    gamma: float = 1.0,
-    seed: int = 0,
-    *,
-    mask: MaskKind = "per-class",
-    steps: int = 10_000,
-    lr: float = 1e-4,
-    optimizer: Literal["sgd", "adam"] = "sgd",
-    num_threads: int | None = 1,
-) -> tuple[torch.Tensor, SSECReport]:
-    """The paper's plain SSE-C construction: Eq. 5 by autograd, fixed ``steps``, no early stop.
-
-    FedLoGe Sec. 3.2 / A.3: SGD, lr 1e-4, 10,000 steps (the authors' code: ``optimizer="adam"``).
-    Starts from the masked ETF psi ⊙ S without rescaling, uses the exact max of Eq. 4, masks the
-    gradient so zeros stay zero, and returns the last iterate as is (no final renormalisation).
-    ``converged`` is always False: this loop never tests convergence. ``num_threads`` as in
-    :func:`build_sse_c`.
-    """
-    _validate(num_classes, dim, sparsity, gamma, mask)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
-
-    with _intra_op_threads(num_threads):
-        return _naive(num_classes, dim, sparsity, gamma, seed, mask, steps, lr, optimizer)
-
-
-def _naive(
-    num_classes: int,
-    dim: int,
-    sparsity: float,
-    gamma: float,
-    seed: int,
-    mask: MaskKind,
-    steps: int,
-    lr: float,
-    optimizer: str,
-) -> tuple[torch.Tensor, SSECReport]:
-    started = (time.perf_counter(), time.process_time())
-    keep = sparse_mask(num_classes, dim, sparsity, seed, mask)
-    psi = (simplex_etf(num_classes, dim, seed) * keep).requires_grad_(True)
-    opt_cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
-    opt = opt_cls([psi], lr=lr)
-    off_diagonal = ~torch.eye(num_classes, dtype=torch.bool)
-    for _ in range(steps):
-        opt.zero_grad()
-        norms = torch.linalg.vector_norm(psi * keep, dim=0)
-        l_norm = ((norms - gamma) ** 2).sum()
-        unit = psi * keep / norms
-        cosines = (unit.T @ unit).masked_fill(~off_diagonal, -2.0)
-        nearest = cosines.max(dim=1).values.clamp(-1.0 + 1e-7, 1.0 - 1e-7)
-        l_angle = -torch.acos(nearest).mean()
-        (l_norm + l_angle).backward()
-        psi.grad *= keep
-        opt.step()
-    matrix = psi.detach().clone()
-    return matrix, _report(matrix, steps, started, False)
-
-
-def sse_c_checksum(matrix: torch.Tensor, decimals: int | None = 6) -> str:
-    """SHA-256 of an SSE-C, so the server can check that a client rebuilt the same matrix.
-
-    The matrix is rounded to ``decimals`` decimal places and hashed as little-endian int64
-    (rounding absorbs last-bit float differences between BLAS builds; integers make -0.0 and
-    0.0 equal), together with its shape. ``decimals=None`` hashes the exact float32 bytes.
-    """
-    if not isinstance(matrix, torch.Tensor) or matrix.ndim != 2:
-        raise ValueError("matrix must be a 2-D torch.Tensor (dim, C)")
-    if not bool(torch.isfinite(matrix).all()):
-        raise ValueError("matrix contains NaN or infinite values")
-    digest = hashlib.sha256(f"sse-c|{tuple(matrix.shape)}|{decimals}|".encode())
-    m = matrix.detach().cpu().contiguous()
-    if decimals is None:
-        payload = (m.to(torch.float32) + 0.0).numpy().astype("<f4").tobytes()
-    else:
-        if not isinstance(decimals, int) or not 0 <= decimals <= 12:
-            raise ValueError(f"decimals must be an integer in [0, 12] or None, got {decimals!r}")
-        quantised = torch.round(m.to(torch.float64) * 10.0**decimals).to(torch.int64)
-        payload = quantised.numpy().astype("<i8").tobytes()
-    digest.update(payload)
-    return digest.hexdigest()
+    return matrix, make_report(matrix, steps, started, converged)
