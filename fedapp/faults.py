@@ -4,8 +4,8 @@ Real Flower simulations run every client in separate Ray worker processes, where
 monkeypatch anything; this variable lets a test (or a user checking their deployment) make one
 client raise or send a poisoned update, to prove that the server excludes it, logs it and finishes
 the run. It is opt-in: the ClientApp wraps its client in :class:`FaultInjectingClient` only where
-the variable is set in the environment of the process that runs the ClientApp (``fedapp.simulate
---fault-injection`` sets it for a simulation); it is not a run-config key.
+the variable is set in the environment of the process that runs the ClientApp (``python -m
+fedapp.simulate --fault-injection SPEC`` sets it for a simulation); it is not a run-config key.
 
 Syntax: comma-separated ``<kind>:<partition-id>:<round>`` items, ``<round>`` may be ``*`` (every
 round). Kinds:

@@ -11,9 +11,12 @@ responsible for in two ways, so that one missed by either is still found:
   process started through :meth:`ProcessTree.env` inherits it, and so do their children.
 
 :meth:`ProcessTree.stop` sends SIGTERM to all of them, waits, SIGKILLs what is left and returns
-what it stopped; only then may a command say what it stopped. :func:`signals_raise_interrupt`
-makes SIGTERM (and SIGINT, also where the launching shell set it to "ignore") raise
-``KeyboardInterrupt`` so that ``finally`` blocks run.
+what it stopped; only then may a command say what it stopped. :func:`stop_trees` stops many
+started processes with one shared grace period, :func:`signal_tree` crashes one with everything it
+started, :func:`descendants` lists what a process started; a :class:`ManagedProcess` is one started
+process with its name and log. :func:`signals_raise_interrupt` makes
+SIGTERM (and SIGINT, also where the launching shell set it to "ignore") raise ``KeyboardInterrupt``
+so that ``finally`` blocks run.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import psutil
@@ -58,7 +64,8 @@ class ProcessTree:
     def members(self) -> list[psutil.Process]:
         """Every living process of this tree: tracked roots, their descendants, token carriers."""
         for process in self.roots:
-            self._remember(process.pid)
+            if process.returncode is None:  # once reaped, its PID may belong to another process
+                self._remember(process.pid)
         for proc in list(self._known.values()):
             with contextlib.suppress(psutil.Error):
                 for child in proc.children(recursive=True):
@@ -94,6 +101,7 @@ class ProcessTree:
         return list(stopped.values())
 
     def still_running(self) -> list[str]:
+        """``name(pid)`` of each member still alive (after :meth:`stop`: the unkillable ones)."""
         return [f"{_name(p)}({p.pid})" for p in self.members()]
 
     def _remember(self, pid: int) -> None:
@@ -103,6 +111,30 @@ class ProcessTree:
     def _add(self, proc: psutil.Process) -> None:
         with contextlib.suppress(psutil.Error):
             self._known.setdefault((proc.pid, proc.create_time()), proc)
+
+
+@dataclass
+class ManagedProcess:
+    """A named process a harness started in its own process group, writing to its own log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    argv: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
+
+    def wait(self, timeout: float) -> int:
+        """The exit code; raises ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+        return self.popen.wait(timeout=timeout)
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -148,6 +180,13 @@ def signals_raise_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def signal_guard() -> contextlib.AbstractContextManager[None]:
+    """:func:`signals_raise_interrupt` in the main thread; elsewhere nothing (handlers are main-thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        return signals_raise_interrupt()
+    return contextlib.nullcontext()
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
     """Within the block (a cleanup), SIGINT and SIGTERM are held back and delivered after it."""
@@ -161,6 +200,37 @@ def signals_deferred() -> Iterator[None]:
 
 def stop_tree(process: subprocess.Popen, grace: float = STOP_GRACE) -> list[str]:
     """Stop ``process`` and every descendant it has now (by PID, whatever their process group)."""
+    return stop_trees([process], grace)
+
+
+def stop_trees(processes: Sequence[subprocess.Popen], grace: float = STOP_GRACE) -> list[str]:
+    """:func:`stop_tree` for many processes within one shared ``grace`` period (not one per process)."""
     tree = ProcessTree()
-    tree.track(process)
+    for process in processes:
+        tree.track(process)
     return tree.stop(grace)
+
+
+def signal_tree(process: subprocess.Popen, sig: int) -> None:
+    """Send ``sig`` to ``process`` and every descendant it has now, e.g. SIGKILL to crash a node."""
+    try:
+        root = psutil.Process(process.pid)
+        members = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return
+    for proc in members:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(sig)  # psutil checks the PID still names the same process
+
+
+def descendants(pid: int) -> list[tuple[int, float]]:
+    """(pid, start time) of every descendant ``pid`` has now; empty when ``pid`` is gone."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    found = []
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            found.append((child.pid, child.create_time()))
+    return found

@@ -25,158 +25,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
-import socket
 import subprocess
 import sys
-import threading
 import time
-import tomllib
 import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-import click
-from flwr.common.config import parse_config_args
-
+from fedapp import faults
 from fedapp.config import ConfigError, RunConfig
-from fedapp.processes import ProcessTree, signals_deferred, signals_raise_interrupt, summarize_stopped
-from fedapp.results import PROJECT_ROOT, RunFailedError, mark_run, read_rows, resolve_run_dir
+from fedapp.flwr_runs import (
+    RUN_STATUS_DONE,
+    RunError,
+    RunInterrupted,
+    RunOutput,
+    check_results,
+    flower_env,
+    flwr_cli,
+    format_final,
+    free_port,
+    one_line,
+    run_command,
+    run_status,
+)
+from fedapp.overrides import parse_overrides, resolve_config, to_override_string  # noqa: F401 (re-exported)
+from fedapp.processes import ProcessTree, signals_deferred, summarize_stopped
+from fedapp.results import PROJECT_ROOT, mark_run
 
+# Tests, benchmarks and sweeps import parse_overrides, to_override_string and free_port from here.
 SUPERLINK_START_TIMEOUT = 60.0
+LS_TIMEOUT = 60.0
 
 
-class SimulationError(RuntimeError):
+class SimulationError(RunError):
     """The run did not complete, or its results are missing or invalid."""
-
-
-class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM: what was started is stopped; the message says what and where the run is."""
-
-
-# Flower's own pattern for one ``key=value`` item of ``-c`` (flwr.common.config.parse_config_args).
-_ITEM = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """The ``-c`` items as Flower parses them, but each mistake is refused with the item named.
-
-    Flower refuses an unquoted string value (``algorithm=fedprox``) with a generic message and
-    silently drops text that is no ``key=value`` pair (``seed``, ``seed=``); here both are a
-    :class:`ConfigError` naming the item and, for a bare word, the quoted form to use. A single
-    item ending in ``.toml`` is a TOML file of overrides, as with ``flwr run -c``.
-    """
-    items = [item for item in items if item]
-    if len(items) == 1 and items[0].endswith(".toml"):
-        path = Path(items[0]).expanduser()
-        try:
-            return parse_config_args(items)
-        except FileNotFoundError:
-            raise ConfigError(f"-c {items[0]!r}: no such file; allowed: a TOML file of run-config keys, "
-                              'or key=value items like -c \'seed=1 algorithm="fedavg"\'') from None
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"-c {items[0]!r}: {path} is not a readable TOML file ({error})") from None
-    for item in items:
-        if item.endswith(".toml"):
-            raise ConfigError(f"-c {item!r}: a .toml file must be the only -c item")
-        leftover = _ITEM.sub(" ", item).strip()
-        if leftover:
-            raise ConfigError(f"-c {item!r}: {leftover.split()[0]!r} is not a key=value item; allowed: "
-                              'space-separated key=value items, strings in double quotes, e.g. '
-                              '-c \'seed=1 algorithm="fedavg"\'')
-        keys = [key for key, _ in _ITEM.findall(item)]
-        twice = sorted({key for key in keys if keys.count(key) > 1})
-        if twice:
-            raise ConfigError(f"-c {item!r}: {', '.join(twice)} given more than once; allowed: each key once")
-        for key, value in _ITEM.findall(item):
-            try:
-                tomllib.loads(f"{key} = {value}")
-            except tomllib.TOMLDecodeError:
-                quoted = json.dumps(value.strip("'\""))
-                raise ConfigError(
-                    f"{key}={value} is not allowed: {value!r} is not a number, true/false or a quoted "
-                    f"string; a string value must be quoted: -c '{key}={quoted}'"
-                ) from None
-    try:
-        return parse_config_args(items)
-    except click.ClickException as error:  # what the checks above did not catch, in Flower's words
-        raise ConfigError(f"-c {' '.join(items)!r}: {error.format_message()}") from None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def to_override_string(values: dict[str, Any]) -> str:
-    """``key=value`` pairs in the TOML syntax ``flwr run -c`` parses."""
-    parts = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            parts.append(f"{key}={'true' if value else 'false'}")
-        elif isinstance(value, str):
-            parts.append(f"{key}={json.dumps(value)}")
-        else:
-            parts.append(f"{key}={value!r}")
-    return " ".join(parts)
-
-
-def resolve_config(run_config: Sequence[str], nodes: int) -> tuple[RunConfig, dict[str, Any]]:
-    """The validated config and the overrides to pass to ``flwr run`` (with an absolute output-dir).
-
-    Refuses (``ConfigError``/``ValueError``) before anything is written: the keys and values, the
-    data split over ``nodes``, and what the ServerApp would refuse before round 1
-    (:func:`fedapp.server_app.preflight`: device, algorithm/dataset pairing, the checkpoint to resume).
-    """
-    overrides = parse_overrides(list(run_config)) if run_config else {}
-    defaults = RunConfig.default_values()
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown run-config key(s) {unknown}; allowed keys: {sorted(defaults)}")
-    config = RunConfig.from_run_config({**defaults, **overrides})
-    if config.min_available_clients > nodes:
-        raise ConfigError(f"min-available-clients={config.min_available_clients} is not allowed with --nodes "
-                          f"{nodes}; allowed: <= {nodes} (the run would wait for clients that never come)")
-    if config.resume:
-        # Continue that run in its own directory; refuse now (before any process starts) if the
-        # checkpoint is missing, corrupt or from another config.
-        run_dir = resolve_run_dir(config.resume, config.algorithm, config.dataset)
-        if config.output_dir and resolve_run_dir(config.output_dir, config.algorithm, config.dataset) != run_dir:
-            raise ConfigError(f"output-dir={config.output_dir!r} is not allowed with resume={config.resume!r}: a "
-                              "resumed run continues in its own directory; drop output-dir")
-        if not run_dir.is_dir():
-            raise ConfigError(f"resume={config.resume!r}: {run_dir} is not a directory; allowed: the run "
-                              "directory of an earlier run (with its checkpoint.npz)")
-        overrides["resume"] = str(run_dir)
-    else:
-        run_dir = resolve_run_dir(config.output_dir, config.algorithm, config.dataset)
-        check_new_run_dir(run_dir, config.output_dir)
-    overrides["output-dir"] = str(run_dir)
-    config = config.replace(output_dir=str(run_dir))
-    # Fails now, with a clear message, if the data cannot be split over this many clients.
-    from fedapp.data import federate
-    from fedapp.server_app import preflight
-
-    federate(config, nodes)
-    preflight(config)
-    return config, overrides
-
-
-def check_new_run_dir(run_dir: Path, given: str) -> None:
-    """Refuse a run directory that is a file, lies under a file, or holds files already."""
-    key = f"output-dir={given or str(run_dir)!r}"
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"{key} is a file, not a directory; allowed: a new or empty directory")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        raise ConfigError(f"{key} exists and is not empty; allowed: a new or empty directory")
-    for parent in run_dir.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{key} lies under {parent}, which is a file; allowed: a new or empty directory")
-            break
 
 
 class RunDirectory:
@@ -188,6 +71,7 @@ class RunDirectory:
         self.created: list[Path] = []  # directories this command created, deepest first
 
     def create(self) -> None:
+        """Create the directory (and missing parents), remembering what to remove if nothing is written."""
         missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -199,6 +83,7 @@ class RunDirectory:
         self.created = missing
 
     def remove_created(self) -> None:
+        """Remove the directories :meth:`create` made, deepest first, as long as they are empty."""
         for path in self.created:
             try:
                 path.rmdir()  # only if still empty
@@ -214,22 +99,16 @@ class RunDirectory:
         return f"{self.path} is marked {status}"
 
 
-def flower_env(flwr_home: Path, http_port: int, control_port: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        FLWR_HOME=str(flwr_home),
-        FEDAPP_HOME=str(PROJECT_ROOT),
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_TELEMETRY_ENABLED="0",
+def simulation_env(flwr_home: Path, http_port: int, control_port: int) -> dict[str, str]:
+    """The environment of the SuperLink and ``flwr run``: local API ports, Ray kept quiet and on loopback."""
+    return flower_env(
+        flwr_home,
         FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=str(http_port),
         FLWR_LOCAL_CONTROL_API_PORT=str(control_port),
         RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO="0",
         RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
         RAY_DEDUP_LOGS="0",
     )
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
-    return env
 
 
 def start_superlink(processes: ProcessTree, env: dict[str, str], http_port: int, control_port: int,
@@ -263,65 +142,24 @@ def run_flower(processes: ProcessTree, env: dict[str, str], nodes: int, resource
         "--federation-config", f"num-supernodes={nodes} {resources}",
         "--run-config", to_override_string(overrides),
     ]
-    run_id = None
-    deadline = time.monotonic() + timeout
     process = processes.popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
-    with log_path.open("a") as log_file, process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            log_file.write(line)
-            if run_id is None and "Successfully started run" in line:
-                run_id = _parse_run_id(line)
-            if "[round " in line:
-                print(line[line.index("[round "):].rstrip(), flush=True)
-            elif "ERROR" in line or "Traceback" in line or "Exception" in line:
-                print(line.rstrip(), flush=True)
-            if time.monotonic() > deadline:
-                raise SimulationError(f"flwr run exceeded --timeout={timeout:.0f} s")
-        return process.wait(), run_id
+    output = RunOutput(log_path)
+    with process:
+        code = output.follow(process, timeout, _echo)
+    return code, output.run_id
 
 
-def _parse_run_id(line: str) -> int | None:
-    digits = "".join(ch if ch.isdigit() else " " for ch in line).split()
-    return int(digits[-1]) if digits else None
-
-
-def run_status(env: dict[str, str], run_id: int | None) -> str:
-    """The status of ``run_id`` (or of the newest run) as ``flwr ls --format json`` reports it."""
-    command = ["flwr", "ls", "--format", "json"] + (["--run-id", str(run_id)] if run_id is not None else [])
-    output = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60).stdout
-    listing = json.loads(output[output.index("{"):])
-    runs = listing.get("runs", [])
-    if not runs:
-        raise SimulationError(f"flwr ls lists no run: {listing.get('error-message', output)[:500]}")
-    chosen = [r for r in runs if run_id is not None and int(r.get("run-id", -1)) == run_id]
-    run = chosen[0] if chosen else max(runs, key=lambda r: int(r.get("run-id", 0)))
-    return str(run.get("status", "unknown"))
-
-
-def check_results(run_dir: Path, rounds: int) -> dict[str, Any]:
-    """The summary, after checking ``metrics.jsonl`` has every round and the final metrics are finite."""
-    metrics_path, summary_path = run_dir / "metrics.jsonl", run_dir / "summary.json"
-    if not summary_path.is_file() or not metrics_path.is_file():
-        raise SimulationError(f"the ServerApp wrote no summary.json/metrics.jsonl in {run_dir}")
-    try:
-        lines = read_rows(metrics_path)
-        summary = json.loads(summary_path.read_text())
-    except ValueError as error:
-        raise SimulationError(f"unreadable results in {run_dir}: {error}") from None
-    if summary.get("status", "completed") != "completed":
-        raise SimulationError(f"the run is marked {summary['status']!r} in {summary_path}: {summary.get('reason')}")
-    if [row.get("round") for row in lines] != list(range(1, rounds + 1)):
-        raise SimulationError(f"metrics.jsonl has rounds {[r.get('round') for r in lines]}, expected 1..{rounds}")
-    final = summary.get("final", {})
-    main = summary.get("main_metric")
-    if main not in final or not isinstance(final[main], (int, float)) or not math.isfinite(final[main]):
-        raise SimulationError(f"final {main} is missing or not finite in {summary_path}")
-    return summary
+def _echo(line: str) -> None:
+    """Round lines from "[round " on, errors whole; the rest stays in the log."""
+    if "[round " in line:
+        print(line[line.index("[round "):].rstrip(), flush=True)
+    elif "ERROR" in line or "Traceback" in line or "Exception" in line:
+        print(line.rstrip(), flush=True)
 
 
 def simulate(args: argparse.Namespace) -> Path:
+    """Check, run and verify one simulation; the run directory (see the module docstring)."""
     extra = ["tensorboard=false"] if getattr(args, "no_tensorboard", False) else []
     config, overrides = resolve_config((args.run_config or []) + extra, args.nodes)
     run = RunDirectory(Path(config.output_dir), config.output_dir if not config.resume else config.resume)
@@ -343,16 +181,17 @@ def simulate(args: argparse.Namespace) -> Path:
     except BaseException as error:
         with signals_deferred():
             processes.stop()
-            run.end("failed", _reason(error), task)
+            run.end("failed", one_line(error), task)
         raise
     finally:
         with signals_deferred():
             processes.stop()  # a no-op when nothing is left
-    _print_final(summary)
+    print(f"[simulate] final: {format_final(summary)}", flush=True)
     return run.path
 
 
 def _simulate_inprocess(config: RunConfig, overrides: dict[str, Any], nodes: int) -> dict[str, Any]:
+    # Imported only for this engine: Flower's server loop and the strategies cost seconds to import.
     from fedapp.inprocess import run_inprocess
 
     print(f"[simulate] {config.algorithm} on {config.dataset}, {nodes} in-process nodes, "
@@ -367,7 +206,7 @@ def _simulate_flower(args: argparse.Namespace, config: RunConfig, overrides: dic
     flwr_home = Path(args.flwr_home or PROJECT_ROOT / ".flwr").resolve()
     flwr_home.mkdir(parents=True, exist_ok=True)
     http_port, control_port = free_port(), free_port()
-    env = processes.env(flower_env(flwr_home, http_port, control_port))
+    env = processes.env(simulation_env(flwr_home, http_port, control_port))
     log_path = run_dir / "simulation.log"
     print(f"[simulate] {config.algorithm} on {config.dataset}, {args.nodes} nodes, "
           f"{config.num_server_rounds} rounds; log: {log_path}", flush=True)
@@ -377,8 +216,8 @@ def _simulate_flower(args: argparse.Namespace, config: RunConfig, overrides: dic
     code, run_id = run_flower(processes, env, args.nodes, resources, overrides, log_path, args.timeout)
     if code != 0:
         raise SimulationError(f"flwr run exited with code {code}; see {log_path}")
-    status = run_status(env, run_id)
-    if status != "finished:completed":
+    status = run_status(lambda ls_args: flwr_cli(["ls", *ls_args], env, LS_TIMEOUT).stdout, run_id)
+    if status != RUN_STATUS_DONE:
         raise SimulationError(f"the run ended with status {status!r}; {_failure_hint(run_dir, log_path)}")
     return check_results(run_dir, config.num_server_rounds)
 
@@ -395,22 +234,14 @@ def _failure_hint(run_dir: Path, log_path: Path) -> str:
 
 
 def _task_of(config: RunConfig) -> str | None:
+    # Imported here so that importing this module does not load torch (sweeps and tests import it
+    # for to_override_string); resolve_config has loaded it by the time this runs.
     from fedapp.data import hold_out
 
     try:
         return hold_out(config).bundle.task  # cached: resolve_config loaded it
     except Exception:
         return None
-
-
-def _reason(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())[:1000]
-
-
-def _print_final(summary: dict[str, Any]) -> None:
-    final = ", ".join(f"{k}={v:.4f}" for k, v in summary["final"].items() if isinstance(v, (int, float)))
-    print(f"[simulate] final: {final}", flush=True)
 
 
 def _number(value: float) -> int | float:
@@ -432,10 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="give up after this many seconds")
     parser.add_argument("--no-tensorboard", action="store_true",
                         help="write no TensorBoard event files (the same as -c tensorboard=false)")
+    parser.add_argument("--fault-injection", default="", metavar="SPEC",
+                        help='TESTING AID: make clients fail on purpose, e.g. "raise:3:1,nan:5:*" (sets '
+                             f"{faults.ENV_VAR} for the processes this command starts; see fedapp/faults.py)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; the exit code (0 done, 1 failed, 2 refused, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     if args.nodes < 1:
         print(f"error: --nodes={args.nodes} is not allowed; allowed: an integer >= 1", file=sys.stderr)
@@ -443,37 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.timeout <= 0:
         print(f"error: --timeout={args.timeout} is not allowed; allowed: a number of seconds > 0", file=sys.stderr)
         return 2
-    # Ctrl-C and SIGTERM must reach the cleanup, also where the launching shell set SIGINT to
-    # "ignore" (background jobs); signal handlers can only be set from the main thread.
-    guard = signals_raise_interrupt() if threading.current_thread() is threading.main_thread() else _no_guard()
-    with guard:
+    if args.fault_injection:
         try:
-            run_dir = simulate(args)
-        except (ConfigError, ValueError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            faults.parse_faults(args.fault_injection)
+        except ValueError as error:
+            print(f"error: --fault-injection={args.fault_injection!r} is not allowed: {error}", file=sys.stderr)
             return 2
-        except (SimulationError, RunFailedError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
-        except RunInterrupted as interrupted:
-            print(f"interrupted: {interrupted}", file=sys.stderr)
-            return 130
-        except KeyboardInterrupt:
-            print("interrupted: nothing had started yet", file=sys.stderr)
-            return 130
-        except Exception as error:  # a failure inside the run (a strategy, a client, Flower): named, not a traceback
-            print(f"error: the run failed: {type(error).__name__}: {_reason(error)}", file=sys.stderr)
-            return 1
-    print(f"results: {run_dir}", flush=True)
-    return 0
-
-
-class _no_guard:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+        os.environ[faults.ENV_VAR] = args.fault_injection  # inherited by the SuperLink and the ClientApps
+    return run_command(lambda: simulate(args), nothing_running="nothing had started yet")
 
 
 if __name__ == "__main__":
