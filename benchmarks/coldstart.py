@@ -67,7 +67,7 @@ defaults = tomllib.loads(open(spec["pyproject"], "rb").read().decode())["tool"][
 run_config = {**defaults, **spec["overrides"]}
 node = {"partition-id": 0, "num-partitions": spec["partitions"], "partition-cache": spec["cache"], "device": "cpu"}
 context = Context(run_id=1, node_id=1, node_config=node, state=RecordDict(), run_config=run_config)
-client = fedapp.client_app.client_fn(context).numpy_client
+client = fedapp.client_app.client_fn(context).numpy_client()  # builds the client as a message would
 t_client = time.perf_counter()
 from fedapp.loops import make_loader, make_optimizer
 config = client.config

@@ -190,11 +190,18 @@ class PartitionClient(Client):
         self.build = build
         self.partition_id = partition_id
         self.num_partitions = num_partitions
+        self._numpy_client: BaseClient | None = None
         self._client: Client | None = None
+
+    def numpy_client(self) -> BaseClient:
+        """The algorithm's NumPyClient, built on first use."""
+        if self._numpy_client is None:
+            self._numpy_client = self.build()
+        return self._numpy_client
 
     def client(self) -> Client:
         if self._client is None:
-            self._client = self.build().to_client()
+            self._client = self.numpy_client().to_client()
         return self._client
 
     def tags(self) -> dict[str, int]:
