@@ -24,19 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from flwr.client import Client
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    GetPropertiesIns,
-    GetPropertiesRes,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
+from flwr.common import FitIns, FitRes, ndarrays_to_parameters, parameters_to_ndarrays
 
+from fedapp.client_layer import ClientLayer
 from fedapp.protocol import server_round_of
 
 ENV_VAR = "FEDAPP_FAULT_INJECTION"
@@ -85,11 +75,11 @@ def faults_from_environment() -> tuple[Fault, ...]:
         raise ValueError(f"{ENV_VAR}={spec!r} is not allowed: {error}") from None
 
 
-class FaultInjectingClient(Client):
+class FaultInjectingClient(ClientLayer):
     """A Client that raises or poisons its update where ``faults`` say, and otherwise passes messages on."""
 
     def __init__(self, inner: Client, faults: tuple[Fault, ...], partition_id: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.faults = faults
         self.partition_id = partition_id
 
@@ -98,12 +88,6 @@ class FaultInjectingClient(Client):
             if fault.partition_id == self.partition_id and fault.server_round in (None, server_round):
                 return fault.kind
         return None
-
-    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
-        return self.inner.get_properties(ins)
-
-    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
-        return self.inner.get_parameters(ins)
 
     def fit(self, ins: FitIns) -> FitRes:
         server_round = server_round_of(ins.config)
@@ -116,6 +100,3 @@ class FaultInjectingClient(Client):
                         for a in parameters_to_ndarrays(res.parameters)]
             res.parameters = ndarrays_to_parameters(poisoned)
         return res
-
-    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
-        return self.inner.evaluate(ins)

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from fedapp.data.base import Task
+from fedapp.metrics import multilabel_metrics, singlelabel_metrics
 
 # loss_fn(model, images, targets) -> (loss to minimise, {term name: value}) for logging.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -321,8 +322,6 @@ def evaluate_model(
     groups defined by ``train_class_counts``: by the count thresholds when they are set (> 0),
     else by ``shot_split`` (``"cumulative"``: FedLoGe's 75%/95% cuts, or ``"thirds"``).
     """
-    from fedapp.metrics import multilabel_metrics, singlelabel_metrics
-
     targets, outputs = predict(model, dataset, task, device, batch_size)
     if task == "multilabel":
         return multilabel_metrics(targets, outputs)

@@ -39,20 +39,11 @@ from typing import Any, Sequence
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from flwr.client import Client
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    GetPropertiesIns,
-    GetPropertiesRes,
-    log,
-)
+from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, log
 
 from fedapp.atomic_io import atomic_write_bytes
 from fedapp.checkpoint import Generation, decode_generations
+from fedapp.client_layer import ClientLayer
 from fedapp.protocol import GENERATIONS_KEY, server_round_of
 
 # context.state entry marking that this node already restored from disk in this run.
@@ -208,7 +199,7 @@ def _decode_config_value(value: Any) -> Any:
     return value
 
 
-class NodeStateClient(Client):
+class NodeStateClient(ClientLayer):
     """A Client whose ``context.state`` outlives the process: restored before the node's first message, saved after every fit.
 
     Wraps the Client of a ClientApp (``fedapp.client_app``). On the first fit or evaluate of a run it
@@ -219,17 +210,11 @@ class NodeStateClient(Client):
 
     def __init__(self, inner: Client, state: RecordDict, state_dir: str, partition_id: int,
                  checkpoint_every: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.state = state
         self.store = NodeStateStore(state_dir, partition_id)
         self.partition_id = partition_id
         self.checkpoint_every = checkpoint_every
-
-    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
-        return self.inner.get_properties(ins)
-
-    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
-        return self.inner.get_parameters(ins)
 
     def fit(self, ins: FitIns) -> FitRes:
         self.restore_once(ins.config)

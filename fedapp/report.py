@@ -138,7 +138,7 @@ def summary_table(run: dict[str, Any]) -> str:
 
 def config_table(config: dict[str, Any]) -> str:
     """Every key; those that differ from the defaults first and highlighted."""
-    from fedapp.config import RunConfig
+    from fedapp.config import RunConfig  # lazy: the defaults come from every algorithm's declaration (torch)
 
     defaults = RunConfig.default_values()
     changed = sorted(k for k in config if k in defaults and config[k] != defaults[k])

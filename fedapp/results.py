@@ -112,13 +112,13 @@ class RunRecorder:
             self.clients_path.write_text("")
         self.tensorboard = None
         if config.get("tensorboard", True):
-            from fedapp.tblog import TensorBoardLog
+            from fedapp.tblog import TensorBoardLog  # lazy, like the plots: ClientApp processes import this module
 
             self.tensorboard = TensorBoardLog(self.run_dir, config, task)
 
     def record_partition(self, counts: np.ndarray, class_names: tuple[str, ...], global_counts: np.ndarray) -> None:
         """Write ``partition.json`` and ``plots/partition.png`` for the clients' training counts."""
-        from fedapp.plots import plot_partition
+        from fedapp.plots import plot_partition  # lazy: matplotlib costs a ClientApp process a second
 
         (self.run_dir / "partition.json").write_text(json.dumps({
             "class_names": list(class_names), "counts": np.asarray(counts).tolist(),
@@ -173,7 +173,7 @@ class RunRecorder:
         summary = {"status": "failed" if reason else "completed", **({"reason": reason} if reason else {}),
                    **summarize(self.rows, self.task)}
         (self.run_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
-        from fedapp.plots import plot_clients, plot_run
+        from fedapp.plots import plot_clients, plot_run  # lazy: matplotlib (see record_partition)
         from fedapp.report import write_run_report
 
         plot_run(self.rows, self.run_dir / "plots", self.task)

@@ -49,6 +49,7 @@ class TensorBoardLog:
     """One ``SummaryWriter`` in the run directory: per-round scalars and the hparams record."""
 
     def __init__(self, run_dir: Path, config: dict[str, Any], task: str) -> None:
+        # Lazy: torch.utils.tensorboard imports the tensorboard package (a second), wanted only by the server.
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data.base import DatasetBundle, IndexedSubset, class_counts
+from partitions import local_test_indices, partition_dataset, proportional_test_sizes, sample_local_test
 
 Loader = Callable[[RunConfig], DatasetBundle]
 
@@ -150,8 +151,6 @@ def federate(config: RunConfig, num_partitions: int) -> FederatedSplit:
 @lru_cache(maxsize=4)
 def _federate_cached(key: tuple, num_partitions: int) -> FederatedSplit:
     """Cached on the split-relevant fields only: output-dir, device etc. do not re-split the data."""
-    from partitions import local_test_indices, partition_dataset, proportional_test_sizes, sample_local_test
-
     config = RunConfig(**dict(zip(_SPLIT_FIELDS, key)))
     if num_partitions < 1:
         raise ConfigError(f"num-partitions={num_partitions} is not allowed; allowed: an integer >= 1")

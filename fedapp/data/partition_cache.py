@@ -25,12 +25,15 @@ import io
 import json
 import os
 from dataclasses import dataclass
+from logging import WARNING
 from pathlib import Path
 
 import numpy as np
+from flwr.common import log
 
 from fedapp.atomic_io import atomic_write_bytes
 from fedapp.config import RunConfig
+from fedapp.data import _SPLIT_FIELDS, FederatedSplit, _federate_cached, federate
 from fedapp.data.base import ArrayDataset, DatasetBundle
 
 FORMAT_VERSION = 1
@@ -103,10 +106,8 @@ def save_partition(path: Path, split: "FederatedSplit", partition_id: int) -> bo
     return True
 
 
-def load_partition(path: Path, partition_id: int, num_partitions: int) -> "FederatedSplit | None":  # noqa: F821
+def load_partition(path: Path, partition_id: int, num_partitions: int) -> FederatedSplit | None:
     """The split as this node's client sees it, or None if there is no (readable) file."""
-    from fedapp.data import FederatedSplit
-
     try:
         with np.load(path) as data:
             meta = json.loads(data["meta"].tobytes().decode())
@@ -136,8 +137,6 @@ def node_split(config: RunConfig, num_partitions: int, partition_id: int,
     a process that already holds splits in memory (a simulation worker) keeps using them.
     ``cache_dir=None`` disables it. A cache that cannot be written is skipped, with a warning.
     """
-    from fedapp.data import _SPLIT_FIELDS, _federate_cached, federate
-
     if cache_dir is None or _federate_cached.cache_info().currsize:
         return federate(config, num_partitions)
     path = Path(cache_dir) / f"{cache_key(config, _SPLIT_FIELDS, num_partitions, partition_id)}.npz"
@@ -149,9 +148,5 @@ def node_split(config: RunConfig, num_partitions: int, partition_id: int,
     try:
         save_partition(path, split, partition_id)
     except OSError as error:
-        from logging import WARNING
-
-        from flwr.common import log
-
         log(WARNING, "partition-cache=%s is not writable (%s); every message reloads the data", cache_dir, error)
     return split
