@@ -105,7 +105,7 @@ def multilabel_metrics(y_true: Any, y_score: Any, threshold: float = 0.5) -> dic
     macro_auc = float(defined.mean()) if defined.size else math.nan
     positives = int(true.sum())
     if 0 < positives < true.size:
-        from sklearn.metrics import roc_auc_score
+        from sklearn.metrics import roc_auc_score  # lazy, as in per_class_auc
 
         micro_auc = float(roc_auc_score(true.ravel(), score.ravel()))
     else:
