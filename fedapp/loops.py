@@ -99,8 +99,7 @@ def set_determinism(deterministic: bool, device: torch.device) -> None:
         # cuBLAS needs a fixed workspace to be deterministic (read when CUDA initialises).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if deterministic or torch.are_deterministic_algorithms_enabled():
-        # Skipped when it would not change anything: the call imports torch._inductor (seconds per
-        # ClientApp process).
+        # Skipped when it would not change anything (the call imports torch._inductor).
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = device.type == "cuda" and not deterministic
