@@ -10,7 +10,7 @@ need. Algorithms with other private objects (control variates, a personal model)
 Hooks for subclasses, in the order a round uses them: ``receive`` (apply the server's arrays),
 ``local_train`` (by default ``local-epochs`` of ``loss``), ``personalized_model`` (for federated
 evaluation). The network and which of its tensors travel come from the algorithm's declaration
-(``setup.algorithm.build_model`` / ``travelling_keys``), which the server uses too.
+(``setup.algorithm.build_model`` / ``shared_keys``), which the server uses too.
 
 What happens around every message (node state on disk, fault injection, the partition id in
 every reply) is composed in :func:`fedapp.client_app.client_fn`, where the ClientApp is built;
@@ -88,7 +88,7 @@ class BaseClient(NumPyClient):
         self.model = prepare_model(
             setup.algorithm.build_model(self.config, self.bundle).to(self.device), self.train_options
         )
-        self.keys = setup.algorithm.travelling_keys(self.model)
+        self.keys = setup.algorithm.shared_keys(self.model)
         if PRIVATE_MODEL_KEY in self.state:
             private = self.state[PRIVATE_MODEL_KEY]
             self.model.load_state_dict(private.to_torch_state_dict(), strict=False)

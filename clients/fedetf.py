@@ -21,13 +21,13 @@ import copy
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from clients.base import BaseClient
 from fedapp.data.base import class_counts
 from fedapp.loops import make_loader, task_loss, train_epochs
-from fedapp.models.pfl_nets import ETFClassifierView, ETFNet
-from fedapp.pfl import balanced_softmax_loss, train_only
+from fedapp.models.pfl_nets import ETFClassifierView
+from fedapp.pfl import balanced_softmax_loss, pooled_features, train_only
 
 FINETUNED = ("projection.", "scale")
 
@@ -59,16 +59,3 @@ class FedETFClient(BaseClient):
                 self.config.finetune_epochs, self.device,
             )
         return model
-
-
-@torch.no_grad()
-def pooled_features(
-    model: ETFNet, dataset: Dataset, device: torch.device, batch_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The backbone's pooled features of every sample of ``dataset`` (eval mode) and the labels."""
-    model.eval()
-    features, labels = [], []
-    for images, targets in make_loader(dataset, batch_size, shuffle=False):
-        features.append(model.features(images.to(device)))
-        labels.append(targets.to(device))
-    return torch.cat(features), torch.cat(labels)

@@ -44,7 +44,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from clients.base import BaseClient
-from clients.fedetf import pooled_features
 from fedapp.data.base import class_counts
 from fedapp.loops import make_loader, make_optimizer, task_loss, train_epochs
 from fedapp.models.fedloge_net import (
@@ -57,6 +56,7 @@ from fedapp.models.fedloge_net import (
     global_classifier,
     personal_classifier,
 )
+from fedapp.pfl import pooled_features
 from fedapp.protocol import server_round_of
 
 

@@ -28,7 +28,7 @@ WEIGHTS_KEY = "ratio-loss-weights"
 def decode_weights(config: dict[str, Any], num_classes: int) -> torch.Tensor:
     """The class weights the server sent in ``config`` (an error if absent or malformed)."""
     if WEIGHTS_KEY not in config:
-        raise ValueError(f"the fit config lacks {WEIGHTS_KEY!r}; run the 'ratio-loss' client with its strategy")
+        raise ValueError(f"the fit config lacks {WEIGHTS_KEY!r}; run this client with the Ratio Loss strategy")
     weights = np.frombuffer(config[WEIGHTS_KEY], dtype=np.float64).copy()
     if weights.shape != (num_classes,) or not np.all(np.isfinite(weights)) or np.any(weights <= 0):
         raise ValueError(f"{WEIGHTS_KEY} must be {num_classes} finite positive values, got {weights}")

@@ -54,7 +54,7 @@ RESUMABLE_KEYS = frozenset({
     "num-server-rounds", "output-dir", "resume", "preset", "checkpoint-every", "state-dir", "device",
     "eval-batch-size", "data-root", "fraction-fit", "fraction-evaluate", "min-fit-clients",
     "min-available-clients", "on-insufficient-clients", "round-retries", "max-update-norm",
-    "fault-injection", "tensorboard", "num-workers",
+    "tensorboard", "num-workers",
 })
 
 

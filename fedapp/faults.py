@@ -27,6 +27,7 @@ from flwr.client import Client
 from flwr.common import FitIns, FitRes, ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedapp.client_layer import ClientLayer
+from fedapp.options import ConfigError
 from fedapp.protocol import server_round_of
 
 ENV_VAR = "FEDAPP_FAULT_INJECTION"
@@ -34,7 +35,7 @@ KINDS = ("raise", "nan")
 
 
 class InjectedFault(RuntimeError):
-    """The failure ``fault-injection`` asked for (never raised unless the key is set)."""
+    """The failure ``FEDAPP_FAULT_INJECTION`` asked for (never raised unless the variable is set)."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Fault:
 
 
 def parse_faults(spec: str) -> tuple[Fault, ...]:
-    """The faults of a ``fault-injection`` value; ``ValueError`` says what is wrong with it."""
+    """The faults of a ``FEDAPP_FAULT_INJECTION`` value; ``ValueError`` says what is wrong with it."""
     faults = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
@@ -65,14 +66,13 @@ def parse_faults(spec: str) -> tuple[Fault, ...]:
     return tuple(faults)
 
 
-
 def faults_from_environment() -> tuple[Fault, ...]:
-    """The faults ``FEDAPP_FAULT_INJECTION`` asks for (none when it is unset); ValueError if malformed."""
+    """The faults ``FEDAPP_FAULT_INJECTION`` asks for (none when it is unset); ConfigError if malformed."""
     spec = os.environ.get(ENV_VAR, "")
     try:
         return parse_faults(spec)
     except ValueError as error:
-        raise ValueError(f"{ENV_VAR}={spec!r} is not allowed: {error}") from None
+        raise ConfigError(f"{ENV_VAR}={spec!r} is not allowed: {error}") from None
 
 
 class FaultInjectingClient(ClientLayer):

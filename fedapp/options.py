@@ -9,6 +9,7 @@ from those declarations.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -91,6 +92,9 @@ def option_table(options: list[Option] | tuple[Option, ...], origin: str) -> dic
     """``key -> Option``; a key declared twice is a programming error naming both places."""
     table: dict[str, Option] = {}
     for option in options:
+        if not re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", option.key):
+            raise ValueError(f"run-config key {option.key!r} must be kebab-case ({origin}): code reads "
+                             "it as an attribute with '-' turned into '_'")
         if option.key in table:
             raise ValueError(f"run-config key {option.key!r} is declared twice ({origin})")
         option.kind  # noqa: B018 - fail early on an unsupported default type

@@ -27,7 +27,7 @@ _ITEM = re.compile(r"(\S+?)=(\'[^\']*\'|\"[^\"]*\"|\S+)")
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """The ``-c`` items as Flower parses them, but each mistake is refused with the item named.
 
-    Flower refuses an unquoted string value (``algorithm=fedprox``) with a generic message and
+    Flower refuses an unquoted string value (``dataset=lt-digits``) with a generic message and
     silently drops text that is no ``key=value`` pair (``seed``, ``seed=``); here both are a
     :class:`ConfigError` naming the item and, for a bare word, the quoted form to use. A single
     item ending in ``.toml`` is a TOML file of overrides, as with ``flwr run -c``.
@@ -39,7 +39,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
             return parse_config_args(items)
         except FileNotFoundError:
             raise ConfigError(f"-c {items[0]!r}: no such file; allowed: a TOML file of run-config keys, "
-                              'or key=value items like -c \'seed=1 algorithm="fedavg"\'') from None
+                              'or key=value items like -c \'seed=1 dataset="lt-digits"\'') from None
         except (OSError, ValueError) as error:
             raise ConfigError(f"-c {items[0]!r}: {path} is not a readable TOML file ({error})") from None
     for item in items:
@@ -49,7 +49,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if leftover:
             raise ConfigError(f"-c {item!r}: {leftover.split()[0]!r} is not a key=value item; allowed: "
                               'space-separated key=value items, strings in double quotes, e.g. '
-                              '-c \'seed=1 algorithm="fedavg"\'')
+                              '-c \'seed=1 dataset="lt-digits"\'')
         keys = [key for key, _ in _ITEM.findall(item)]
         twice = sorted({key for key in keys if keys.count(key) > 1})
         if twice:

@@ -1,7 +1,7 @@
 """Arrays that travel *beside* the model (SCAFFOLD's control variates, FedCurv's Fisher terms).
 
 Such algorithms send one list of arrays: first the model's shared tensors in the order of
-``shared_keys_of`` (what :func:`fedapp.params.get_arrays` gives), then extra arrays, one per
+the algorithm's ``shared_keys`` (what :func:`fedapp.params.get_arrays` gives), then extra arrays, one per
 *trainable* shared tensor (a gradient, a variate or a Fisher diagonal is defined for parameters,
 not for buffers such as BatchNorm's running statistics). These helpers name and split that list,
 and flatten a list of arrays into one vector for ``context.state``.

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fedapp.loops import make_loader
+from fedapp.params import shared_keys
 
 HEAD_PREFIX = "classifier."  # PooledLinearNet's linear head
 
@@ -121,7 +122,7 @@ def ratio_loss_weights(ra: np.ndarray, alpha: float, beta: float) -> np.ndarray:
     """
     weights = alpha + beta * np.asarray(ra, dtype=np.float64)
     if not np.all(np.isfinite(weights)) or np.any(weights <= 0):
-        raise ValueError(f"ratio-loss weights must be finite and > 0, got {weights}")
+        raise ValueError(f"Ratio Loss class weights must be finite and > 0, got {weights}")
     return weights
 
 
@@ -197,3 +198,21 @@ def seeded_linear_(layer: nn.Linear, seed: int) -> nn.Linear:
         if layer.bias is not None:
             layer.bias.copy_(torch.empty_like(layer.bias).uniform_(-bound, bound, generator=generator))
     return layer
+
+
+def body_keys(model: nn.Module) -> list[str]:
+    """Every shared tensor but the classifier head's (FedPer, FedRep, FedBABU: the head stays local)."""
+    return shared_keys(model, exclude_prefixes=[HEAD_PREFIX])
+
+
+@torch.no_grad()
+def pooled_features(
+    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.features`` of every sample of ``dataset`` (eval mode) and the labels (FedETF, FedLoGe)."""
+    model.eval()
+    features, labels = [], []
+    for images, targets in make_loader(dataset, batch_size, shuffle=False):
+        features.append(model.features(images.to(device)))
+        labels.append(targets.to(device))
+    return torch.cat(features), torch.cat(labels)

@@ -2,31 +2,53 @@
 
 Adding an algorithm is adding ``strategies/<name>.py`` (ending with its
 :class:`~fedapp.algorithm.Algorithm` declaration) and ``clients/<name>.py``; nothing here changes.
-The ``strategies`` package extends its path over ``sys.path`` (``pkgutil.extend_path``), so a
-folder of your own that holds a ``strategies/`` directory adds algorithms from outside this
-repository too (CONTRIBUTING.md). Importing every strategy module costs about a tenth of a second
-next to torch's import; a ClientApp process pays it once per message.
+Only the folder the ``strategies`` package was imported from is scanned, so the code that runs
+is the code of one checkout (or one Flower app bundle). Algorithms kept outside the repository
+are opt-in: ``FEDAPP_ALGORITHMS`` names their strategy modules (comma-separated, importable from
+``sys.path``), in the environment of every process that runs the ServerApp or a ClientApp
+(CONTRIBUTING.md). Importing every strategy module costs about a tenth of a second next to torch's
+import; a ClientApp process pays it once per message.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import os
 import pkgutil
+from pathlib import Path
 
 import strategies
 from fedapp.algorithm import Algorithm
 from fedapp.options import ConfigError
 
+ENV_VAR = "FEDAPP_ALGORITHMS"
+
+
+def strategy_modules() -> tuple[list[str], list[str]]:
+    """The modules to look in: ``strategies/*.py`` of this checkout, and those ``FEDAPP_ALGORITHMS`` names."""
+    own = Path(strategies.__file__).resolve().parent
+    names = sorted(f"{strategies.__name__}.{info.name}" for info in pkgutil.iter_modules([str(own)]))
+    extra = [name.strip() for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()]
+    return names, extra
+
+
+def _import_extra(module_name: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(f"{ENV_VAR} names {module_name!r}, which cannot be imported: {error}") from None
+
 
 @functools.cache
 def algorithms() -> dict[str, Algorithm]:
-    """``name -> Algorithm`` for every declaration found, in module-name order."""
+    """``name -> Algorithm`` for every declaration found (this checkout's in module-name order, then the extra ones)."""
     found: dict[str, Algorithm] = {}
     origin: dict[str, str] = {}
-    for module_info in sorted(pkgutil.iter_modules(strategies.__path__), key=lambda info: info.name):
-        module_name = f"{strategies.__name__}.{module_info.name}"
-        declared = getattr(importlib.import_module(module_name), "ALGORITHM", None)
+    own, extra = strategy_modules()
+    modules = [importlib.import_module(name) for name in own] + [_import_extra(name) for name in extra]
+    for module_name, module in zip(own + extra, modules):
+        declared = getattr(module, "ALGORITHM", None)
         if declared is None:
             continue  # shared code such as strategies/base.py
         if not isinstance(declared, Algorithm):

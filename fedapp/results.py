@@ -93,6 +93,7 @@ class RunRecorder:
         self.num_rounds = num_rounds
         self.main_metric = MAIN_METRIC[task]
         self.rows: list[dict[str, Any]] = [dict(r) for r in resume_rows or []]
+        self.notes: dict[str, Any] = {}  # facts about the run that are not run-config keys, for summary.json
         self._pending: dict[int, dict[str, Any]] = {}
         self.metrics_path = self.run_dir / "metrics.jsonl"
         done = float(self.rows[-1].get("wall_seconds") or 0.0) if self.rows else 0.0
@@ -171,7 +172,7 @@ class RunRecorder:
         """
         reason = failure_reason(self.rows)
         summary = {"status": "failed" if reason else "completed", **({"reason": reason} if reason else {}),
-                   **summarize(self.rows, self.task)}
+                   **self.notes, **summarize(self.rows, self.task)}
         (self.run_dir / "summary.json").write_text(json.dumps(jsonable(summary), indent=2))
         from fedapp.plots import plot_clients, plot_run  # lazy: matplotlib (see record_partition)
         from fedapp.report import write_run_report

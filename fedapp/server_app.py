@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
-from logging import INFO
+from logging import INFO, WARNING
 from pathlib import Path
 
 import torch
@@ -15,6 +16,8 @@ from flwr.server.client_manager import SimpleClientManager
 from fedapp.checkpoint import CheckpointError, open_for_resume
 from fedapp.config import RunConfig
 from fedapp.data import hold_out
+from fedapp.faults import ENV_VAR as FAULTS_ENV_VAR
+from fedapp.faults import faults_from_environment
 from fedapp.loops import resolve_device, set_determinism
 from fedapp.params import get_arrays
 from fedapp.registry import get_algorithm
@@ -41,7 +44,7 @@ def build_server_setup(config: RunConfig, *, scratch_dir: Path | None = None) ->
     model = algorithm.build_model(config, data.bundle)
     if not dry:
         model = model.to(device)
-    keys = algorithm.travelling_keys(model)
+    keys = algorithm.shared_keys(model)
     # resume=<run dir> continues that run in its own directory (checked before anything is written).
     run_dir = resolve_run_dir(config.resume or config.output_dir, config.algorithm, config.dataset)
     resolved = dict(config.to_kebab(), **{"output-dir": str(run_dir)})
@@ -65,6 +68,7 @@ def preflight(config: RunConfig) -> None:
     pairing, each strategy's own checks) and, when resuming, loads the checkpoint into the strategy
     (readable, same config, parameters finite and shaped like the model, the strategy's own state).
     """
+    faults_from_environment()  # a malformed FEDAPP_FAULT_INJECTION is refused now, not by every client
     with tempfile.TemporaryDirectory(prefix="fedapp-preflight-") as scratch:
         setup = build_server_setup(config, scratch_dir=Path(scratch))
         strategy = get_algorithm(config.algorithm).strategy(setup)
@@ -76,6 +80,11 @@ def server_fn(context: Context) -> ServerAppComponents:
     config = RunConfig.from_run_config(context.run_config)
     setup = build_server_setup(config)
     log(INFO, "run directory: %s", setup.recorder.run_dir)
+    if faults_from_environment():
+        # Seen by the server's process; ClientApps on other machines read their own environment.
+        spec = os.environ[FAULTS_ENV_VAR]
+        log(WARNING, "%s=%r is set: the clients it names fail on purpose (a testing aid)", FAULTS_ENV_VAR, spec)
+        setup.recorder.notes["fault_injection"] = spec
     strategy = get_algorithm(config.algorithm).strategy(setup)
     # FederationServer: Flower's loop plus resume at the checkpoint round, round retries, named failures.
     server = FederationServer(client_manager=SimpleClientManager(), strategy=strategy)

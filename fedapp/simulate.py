@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fedapp.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10, help="number of simulated SuperNodes (default 10)")
     parser.add_argument("-c", "--run-config", action="append",
-                        help='run-config overrides, e.g. -c "algorithm=\\"fedavg\\" num-server-rounds=5"')
+                        help='run-config overrides, e.g. -c "dataset=\\"lt-digits\\" num-server-rounds=5"')
     parser.add_argument("--cpus-per-client", type=float, default=1.0, help="Ray CPUs per client (default 1)")
     parser.add_argument("--gpus-per-client", type=float, default=0.0, help="Ray GPUs per client (default 0)")
     parser.add_argument("--flwr-home", default="", help="FLWR_HOME to use (default <project>/.flwr)")

@@ -31,7 +31,9 @@ round (configure, screen, aggregate, evaluate, checkpoint); its pure parts live 
 Hooks for subclasses: :meth:`aggregate_updates` (the aggregation rule), :meth:`global_model` (the
 model the server evaluates), :meth:`fit_config`, :meth:`server_metrics`, :meth:`end_round`,
 :meth:`strategy_state` / :meth:`load_strategy_state` (what a checkpoint must carry besides the
-global parameters), plus Flower's own ``configure_fit``/``aggregate_fit``/``evaluate``/...
+global parameters), plus Flower's own ``configure_fit``/``configure_evaluate``/``evaluate``/
+``aggregate_evaluate`` (never ``aggregate_fit``: it screens the updates; a test checks that no
+declared strategy overrides it).
 
 Contract for subclasses:
 
@@ -98,6 +100,7 @@ from fedapp.results import RunRecorder
 from strategies.bookkeeping import client_mean, per_client_multilabel_scores, sent_bytes, weighted_means
 from strategies.sampling import PartitionOrder, SeededClientManager
 from strategies.screening import check_update
+
 
 @dataclass
 class ServerSetup:

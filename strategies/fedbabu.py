@@ -16,9 +16,8 @@ from clients.fedbabu import FedBABUClient
 from fedapp.algorithm import Algorithm
 from fedapp.models.build import pooled_linear_model
 from fedapp.options import Option
-from fedapp.pfl import seeded_linear_
+from fedapp.pfl import body_keys, seeded_linear_
 from strategies.base import FederatedStrategy
-from strategies.fedrep import body_keys
 
 
 class FedBABUStrategy(FederatedStrategy):

@@ -39,7 +39,6 @@ from flwr.common import EvaluateRes, FitRes, Scalar, bytes_to_ndarray, log
 from flwr.server.client_proxy import ClientProxy
 from torch import nn
 
-from clients.fedetf import pooled_features
 from clients.fedloge import FedLoGeClient
 from fedapp.algorithm import Algorithm
 from fedapp.checkpoint import CheckpointError
@@ -63,6 +62,7 @@ from fedapp.models.fedloge_net import (
 )
 from fedapp.options import Option
 from fedapp.params import set_arrays, shared_keys
+from fedapp.pfl import pooled_features
 from strategies.base import FederatedStrategy, ServerSetup
 from strategies.bookkeeping import client_mean
 
@@ -79,7 +79,7 @@ class FedLoGeStrategy(FederatedStrategy):
         cfg = self.config
         net = setup.model
         if not isinstance(net, FedLoGeNet):
-            raise TypeError(f"strategy 'fedloge' needs the FedLoGe client's model, got {type(net).__name__}")
+            raise TypeError(f"strategy {ALGORITHM.name!r} needs the FedLoGe client's model, got {type(net).__name__}")
         num_classes, dim = net.fixed_classifier.shape[1], net.fixed_classifier.shape[0]
         # Built once per process (cached): the server model above already holds this W.
         self.fixed = fixed_classifier(cfg.fedloge_classifier, num_classes, dim, cfg.sparsity, cfg.sse_c_norm, cfg.seed)
@@ -197,7 +197,7 @@ class FedLoGeStrategy(FederatedStrategy):
 
     def load_strategy_state(self, state: dict[str, np.ndarray]) -> None:
         if "fixed_classifier_checksum" not in state:
-            raise CheckpointError("the checkpoint has no FedLoGe fixed-classifier checksum (not a fedloge run?)")
+            raise CheckpointError("the checkpoint has no FedLoGe fixed-classifier checksum (not a FedLoGe run?)")
         saved = bytes(np.asarray(state["fixed_classifier_checksum"], dtype=np.uint8)).decode()
         if saved != self.fixed.checksum:
             raise CheckpointError(

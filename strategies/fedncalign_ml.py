@@ -34,7 +34,7 @@ class FedNCAlignMLStrategy(FederatedStrategy):
     Which tensors travel is decided by the model (``state_dict`` minus BN counters, see
     :func:`fedapp.params.shared_keys`): the ETF is a non-persistent buffer, so FedAvg's rule over the
     shared keys is exactly the paper's aggregation. A non-multi-label dataset is refused when the
-    server builds the model (:meth:`clients.fedncalign_ml.FedNCAlignMLClient.build_model`).
+    server builds the model (``task="multilabel"`` in :data:`ALGORITHM`).
     """
 
 

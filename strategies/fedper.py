@@ -12,8 +12,8 @@ meaningful number and tables print it as "-", as the FedLoGe paper does.
 
 from clients.fedper import FedPerClient
 from fedapp.algorithm import Algorithm
+from fedapp.pfl import body_keys
 from strategies.base import FederatedStrategy
-from strategies.fedrep import body_keys
 
 
 class FedPerStrategy(FederatedStrategy):

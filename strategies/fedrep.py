@@ -12,13 +12,11 @@ global head: the GM the server records (global body + its untrained initial head
 meaningful and tables print "-" (the FedLoGe paper's FedRep GM needs heads at the server).
 """
 
-from torch import nn
 
 from clients.fedrep import FedRepClient
 from fedapp.algorithm import Algorithm
 from fedapp.options import Option
-from fedapp.params import shared_keys
-from fedapp.pfl import HEAD_PREFIX
+from fedapp.pfl import body_keys
 from strategies.base import FederatedStrategy
 
 
@@ -27,11 +25,6 @@ class FedRepStrategy(FederatedStrategy):
 
     # No global head exists: tables print its GM columns as "-" (see fedapp.tables).
     has_global_model = False
-
-
-def body_keys(model: nn.Module) -> list[str]:
-    """Every shared tensor but the classifier head's: the head is the client's own."""
-    return shared_keys(model, exclude_prefixes=[HEAD_PREFIX])
 
 
 ALGORITHM = Algorithm(

@@ -40,7 +40,7 @@ class RatioLossStrategy(FederatedStrategy):
         )
         if sum(batch is not None for batch in self.aux) < 2:
             raise ValueError(
-                f"ratio-loss needs validation samples of >= 2 classes for its monitor; val-fraction="
+                f"{ALGORITHM.name} needs validation samples of >= 2 classes for its monitor; val-fraction="
                 f"{self.config.val_fraction} leaves {sum(b is not None for b in self.aux)}: raise val-fraction"
             )
         self._weights: tuple[int, bytes] | None = None

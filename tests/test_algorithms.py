@@ -36,6 +36,19 @@ def test_every_strategy_module_but_the_shared_ones_declares_one_algorithm():
         get_algorithm("nope")
 
 
+def test_no_strategy_overrides_the_screening_aggregate_fit():
+    for algorithm in algorithms().values():
+        assert algorithm.strategy.aggregate_fit is FederatedStrategy.aggregate_fit, (
+            f"{algorithm.strategy.__name__} overrides aggregate_fit: override aggregate_updates instead")
+
+
+def test_run_config_keys_must_be_kebab_case():
+    from fedapp.options import Option, option_table
+
+    with pytest.raises(ValueError, match="'my_key' must be kebab-case"):
+        option_table([Option("my_key", 1, "a key")], "a test")
+
+
 def test_algorithm_choices_and_keys_come_from_the_declarations():
     with pytest.raises(ConfigError, match="algorithm='nope' is not allowed; allowed: "):
         RunConfig(algorithm="nope").validate()
@@ -67,18 +80,24 @@ def test_readme_key_table_lists_every_key_with_its_default():
 def test_an_algorithm_name_is_written_in_exactly_one_place():
     """Outside its declaration, code refers to an algorithm through the registry, never by its name.
 
-    Values of run-config keys are another namespace (``algorithm = "fedavg"`` is the default run,
-    ``head-aggregation = "fedavg"`` a way to average a head), so strings inside ``Option(...)`` do not count.
+    A string equal to a name counts, and so does an f-string (a message built in code) that holds the
+    name as a word; docstrings and help texts with examples are prose and do not count. Values of run-config keys are another namespace (``algorithm =
+    "fedavg"`` is the default run, ``head-aggregation = "fedavg"`` a way to average a head), so
+    strings inside ``Option(...)`` do not count either.
     """
     counts = {name: [] for name in algorithms()}
+    words = {name: re.compile(rf"(?<![\w-]){re.escape(name)}(?![\w-])") for name in counts}
     for package in PRODUCT:
         for path in (ROOT / package).rglob("*.py"):
             tree = ast.parse(path.read_text())
-            option_values = {id(node) for call in ast.walk(tree)
-                             if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Option"
-                             for node in ast.walk(call)}
+            skipped = {id(node) for call in ast.walk(tree)
+                       if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Option"
+                       for node in ast.walk(call)}
+            formatted = {id(part) for node in ast.walk(tree) if isinstance(node, ast.JoinedStr) for part in node.values}
             for node in ast.walk(tree):
-                if isinstance(node, ast.Constant) and node.value in counts and id(node) not in option_values:
-                    counts[node.value].append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skipped:
+                    for name, word in words.items():
+                        if node.value == name or (id(node) in formatted and word.search(node.value)):
+                            counts[name].append(f"{path.relative_to(ROOT)}:{node.lineno}")
     for name, places in counts.items():
         assert len(places) == 1, f"{name!r} is written in {places}"

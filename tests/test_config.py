@@ -12,7 +12,7 @@ from fedapp.config import ConfigError, RunConfig, available_presets, load_preset
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_pyproject_run_config_equals_dataclass_defaults():
+def test_pyproject_run_config_equals_the_declared_defaults():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["tool"]["flwr"]["app"]["config"] == RunConfig.default_values()
     assert "federations" not in pyproject["tool"]["flwr"], "keep federations out of pyproject (FLOWER_NOTES)"

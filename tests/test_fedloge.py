@@ -22,12 +22,12 @@ from flwr.server.client_proxy import ClientProxy
 from torch import nn
 
 from clients.base import ClientSetup
-from clients.fedetf import pooled_features
 from clients.fedloge import FedLoGeClient, head_accuracy
 from fedapp.checkpoint import CheckpointError
 from fedapp.config import ConfigError, RunConfig
 from fedapp.data import federate, hold_out
 from fedapp.models.etf import simplex_etf
+from fedapp.models.feature_realignment import ga_fr, la_fr
 from fedapp.models.fedloge_net import (
     CHECKSUM_METRIC,
     CLASS_COUNTS_METRIC,
@@ -40,9 +40,9 @@ from fedapp.models.fedloge_net import (
     global_classifier,
     personal_classifier,
 )
-from fedapp.models.feature_realignment import ga_fr, la_fr
 from fedapp.models.sse_c import sse_c_checksum
 from fedapp.params import payload_bytes
+from fedapp.pfl import pooled_features
 from fedapp.registry import get_algorithm
 from fedapp.server_app import build_server_setup
 from strategies.fedloge import FedLoGeStrategy
@@ -147,7 +147,7 @@ def test_multilabel_data_is_refused_with_the_alternatives():
 def test_fixed_classifier_never_travels_and_phi_is_private():
     config = make_config()
     model = get_algorithm("fedloge").build_model(config, hold_out(config).bundle)
-    keys = get_algorithm("fedloge").travelling_keys(model)
+    keys = get_algorithm("fedloge").shared_keys(model)
     assert "fixed_classifier" not in model.state_dict()  # non-persistent buffer
     assert PSI_KEY in keys and PHI_KEY not in keys
     assert all(not k.startswith("local_head.") for k in keys)
@@ -411,7 +411,7 @@ def test_bytes_per_round_are_theta_plus_psi_and_runs_report_all_metrics(inproces
                                            nodes=3, rounds=2)
     config = make_config()
     model = get_algorithm("fedloge").build_model(config, hold_out(config).bundle)
-    keys = get_algorithm("fedloge").travelling_keys(model)
+    keys = get_algorithm("fedloge").shared_keys(model)
     state = model.state_dict()
     theta = sum(state[k].numel() * state[k].element_size() for k in keys if k.startswith("backbone."))
     psi = state[PSI_KEY].numel() * 4
@@ -424,7 +424,7 @@ def test_bytes_per_round_are_theta_plus_psi_and_runs_report_all_metrics(inproces
     assert payload_bytes([state[k].numpy() for k in keys]) == theta + psi
     # FedAvg's model differs only by the classifier bias (C floats): FedLoGe adds no traffic.
     fedavg = get_algorithm("fedavg").build_model(config, hold_out(config).bundle)
-    fedavg_bytes = payload_bytes([fedavg.state_dict()[k].numpy() for k in get_algorithm("fedavg").travelling_keys(fedavg)])
+    fedavg_bytes = payload_bytes([fedavg.state_dict()[k].numpy() for k in get_algorithm("fedavg").shared_keys(fedavg)])
     assert theta + psi == fedavg_bytes - 10 * 4
     for name in ("gm", "pm", "many", "medium", "few"):
         assert math.isfinite(summary["final"][name])

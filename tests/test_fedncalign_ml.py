@@ -81,7 +81,7 @@ def test_formulation_sets_the_loss_defaults_below_preset_and_explicit_keys():
     assert authors == {"lambda-rejection": 0.01, "tau": 0.3, "temperature": 0.07}
     assert earlier == {"lambda-rejection": 1.0, "tau": 0.5, "temperature": 0.2}
     defaults = RunConfig.default_values()
-    assert {k: defaults[k] for k in authors} == authors  # the dataclass (and pyproject) defaults are the authors'
+    assert {k: defaults[k] for k in authors} == authors  # the declared (and pyproject) defaults are the authors'
     assert defaults["fedncalign-formulation"] == "authors" and defaults["fedncalign-warmup"] is False
 
     def loss_keys(config: RunConfig) -> dict:

@@ -53,7 +53,7 @@ def make_client(algorithm: str, state: RecordDict | None = None, partition_id: i
 def model_keys(algorithm: str) -> tuple[nn.Module, list[str]]:
     config = make_config(algorithm)
     model = get_algorithm(algorithm).build_model(config, hold_out(config).bundle)
-    return model, get_algorithm(algorithm).travelling_keys(model)
+    return model, get_algorithm(algorithm).shared_keys(model)
 
 
 def fit_arrays(client, round_: int = 1) -> list[np.ndarray]:

@@ -37,6 +37,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -46,6 +47,7 @@ from flwr.common.config import parse_config_args
 from flwr.common.logger import FLOWER_LOGGER
 
 from fedapp.config import ConfigError, available_presets
+from fedapp.faults import ENV_VAR as FAULTS_ENV_VAR
 from fedapp.results import PROJECT_ROOT
 from fedapp.tables.plan import NO_PRESET, RunSpec, check_algorithms, check_extra, plan_sweep, resolved_config
 from fedapp.tables.render import (
@@ -110,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = parse_config_args(args.run_config) if args.run_config else {}
         if args.nodes < 1:
             raise ConfigError(f"--nodes={args.nodes} is not allowed; allowed: an integer >= 1")
+        if os.environ.get(FAULTS_ENV_VAR) and not args.table_only:
+            raise ConfigError(f"{FAULTS_ENV_VAR}={os.environ[FAULTS_ENV_VAR]!r} is set: tables would be made of runs "
+                              "whose clients fail on purpose; unset it (it is a testing aid)")
         tuning = plan_tuning_from_args(args, algorithms, out, extra)
         if tuning is not None:
             plan_sweep(args.settings, algorithms, args.seeds, out, extra, args.rounds)  # fail early, before tuning

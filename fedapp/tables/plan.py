@@ -26,6 +26,7 @@ import yaml
 from fedapp.checkpoint import CheckpointError, load_checkpoint
 from fedapp.config import ConfigError, RunConfig, keys_read_by, load_preset
 from fedapp.data import load_dataset
+from fedapp.registry import algorithms as declared_algorithms
 from fedapp.registry import get_algorithm
 
 NO_PRESET = "default"
@@ -80,7 +81,8 @@ def check_overrides_apply(config: RunConfig, extra: dict[str, Any]) -> None:
 def check_algorithms(settings: Sequence[str], algorithms: Sequence[str]) -> None:
     """Non-empty, no repeats, every algorithm implemented: fails before anything runs."""
     if not algorithms:
-        raise ConfigError("--algorithms is empty; give a comma-separated list, e.g. fedavg,fedprox")
+        raise ConfigError("--algorithms is empty; give a comma-separated list of "
+                          f"{', '.join(sorted(declared_algorithms()))}")
     if len(set(algorithms)) != len(algorithms) or len(set(settings)) != len(settings):
         raise ConfigError("--algorithms and the settings must not repeat a name")
     for algorithm in algorithms:
