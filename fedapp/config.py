@@ -19,6 +19,7 @@ allowed.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from pathlib import Path
@@ -133,12 +134,24 @@ COMMON_OPTIONS: tuple[Option, ...] = (
 )
 
 
+@functools.cache
 def all_options() -> dict[str, Option]:
-    """``key -> Option``: the common keys, then each algorithm's own, in declaration order."""
+    """``key -> Option``: the common keys, then each algorithm's own, in declaration order (built once)."""
     declared = list(COMMON_OPTIONS)
     for algorithm in algorithms().values():
         declared.extend(algorithm.options)
     return option_table(declared, "fedapp/config.py and the ALGORITHM declarations in strategies/")
+
+
+def defaults_set_by(values: Mapping[str, Any]) -> dict[str, Value]:
+    """The defaults that the options with ``sets_defaults`` give for their value in ``values``
+    (their declared default where ``values`` lacks them); an unknown value sets nothing and fails
+    validation later."""
+    implied: dict[str, Value] = {}
+    for key, option in all_options().items():
+        if option.sets_defaults:
+            implied.update(option.sets_defaults.get(values.get(key, option.default), {}))
+    return implied
 
 
 def keys_read_by(algorithm: str) -> set[str]:
@@ -187,7 +200,8 @@ class RunConfig:
         return hash(tuple(sorted(self._values.items())))
 
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self._values.items() if v != all_options()[k].default}
+        table = all_options()
+        changed = {k: v for k, v in self._values.items() if v != table[k].default}
         return f"RunConfig({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
 
     def __reduce__(self) -> tuple:
@@ -205,10 +219,7 @@ class RunConfig:
         explicit = {k: v for k, v in run_config.items() if v != defaults[k]}
         preset_name = str(run_config.get("preset", "") or "")
         preset = load_preset(preset_name) if preset_name else {}
-        values = dict(defaults)
-        for key, option in table.items():
-            if option.sets_defaults:  # an unknown value fails validation below
-                values.update(option.sets_defaults.get(explicit.get(key, preset.get(key, defaults[key])), {}))
+        values = {**defaults, **defaults_set_by({**preset, **explicit})}
         values.update(preset)
         values.update(explicit)
         return cls.from_kebab(values)
@@ -220,12 +231,8 @@ class RunConfig:
         A missing key takes its default, or the default that another key's value sets for it.
         """
         table = all_options()
-        implied: dict[str, Any] = {}
-        for key, option in table.items():
-            if option.sets_defaults:
-                implied.update(option.sets_defaults.get(values.get(key, option.default), {}))
         snake = {}
-        for key, value in {**implied, **values}.items():
+        for key, value in {**defaults_set_by(values), **values}.items():
             if key not in table:
                 raise ConfigError(f"unknown run-config key {key!r}; allowed keys: {sorted(table)}")
             snake[table[key].attribute] = table[key].coerce(value)
